@@ -1,0 +1,19 @@
+"""fastsoftmax: a two-layer softmax network on Fashion-MNIST, trained by fused Numba kernels.
+
+    >>> import numpy as np, fastsoftmax as fs
+    >>> data = fs.load_fashion_mnist()
+    >>> result = fs.train(data.train_images, data.train_labels, hidden_size=40, epochs=5)
+    >>> loss, accuracy = fs.evaluate(result.params, data.test_images, data.test_labels)
+"""
+
+from . import reference
+from .data import CLASS_NAMES, DataError, Dataset, load_fashion_mnist
+from .params import Params, init_params, load_params, minibatch_orders, save_params
+from .trainer import History, TrainResult, evaluate, predict, predict_proba, train
+
+__all__ = [
+    "CLASS_NAMES", "DataError", "Dataset", "History", "Params", "TrainResult", "evaluate",
+    "init_params", "load_fashion_mnist", "load_params", "minibatch_orders", "predict",
+    "predict_proba", "reference", "save_params", "train",
+]
+__version__ = "0.1.0"

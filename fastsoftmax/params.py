@@ -1,0 +1,134 @@
+"""Model parameters, their seeded initialisation, and the seeded minibatch order.
+
+The network is ``x -> h = relu(x W1 + b1) -> z = h W2 + b2 -> p = softmax(z)``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class Params(NamedTuple):
+    """Weights and biases of the two-layer network (also used for gradients).
+
+    Attributes
+    ----------
+    W1 : ndarray, shape (n_inputs, n_hidden)
+    b1 : ndarray, shape (n_hidden,)
+    W2 : ndarray, shape (n_hidden, n_classes)
+    b2 : ndarray, shape (n_classes,)
+
+    All four share one floating dtype.  ``W1`` produced by the Numba backend
+    is Fortran-ordered: it is the transpose of the (n_hidden, n_inputs)
+    C-ordered array the kernels use, so that the 784-long dimension is
+    innermost in memory.
+    """
+
+    W1: np.ndarray
+    b1: np.ndarray
+    W2: np.ndarray
+    b2: np.ndarray
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.W1.dtype
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(n_inputs, n_hidden, n_classes)``."""
+        return (self.W1.shape[0], self.W1.shape[1], self.W2.shape[1])
+
+    def copy(self) -> "Params":
+        return Params(*(a.copy() for a in self))
+
+    def astype(self, dtype) -> "Params":
+        return Params(*(np.asarray(a, dtype=dtype) for a in self))
+
+
+def _seed_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for initialisation and for the minibatch order.
+
+    Spawning from one SeedSequence keeps the two streams independent, so the
+    order does not change when the hidden size (and so the number of draws
+    for the weights) changes.
+    """
+    init_ss, order_ss = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(init_ss), np.random.default_rng(order_ss)
+
+
+def init_params(n_inputs: int, n_hidden: int, n_classes: int, *, seed: int = 0,
+                dtype=np.float32) -> Params:
+    """Seeded initialisation.
+
+    ``W1 ~ N(0, 2 / n_inputs)`` (He scaling, suited to ReLU),
+    ``W2 ~ N(0, 1 / n_hidden)`` (LeCun scaling for the linear softmax layer),
+    biases zero.  The draws are made in float64 and rounded to ``dtype``, so
+    float32 and float64 models start from the same numbers.
+
+    Returns
+    -------
+    Params with W1 (n_inputs, n_hidden), b1 (n_hidden,), W2 (n_hidden, n_classes),
+    b2 (n_classes,), all of ``dtype``.
+    """
+    from .checks import check_dtype, check_positive_int
+
+    dtype = check_dtype(dtype)
+    n_inputs = check_positive_int(n_inputs, "n_inputs")
+    n_hidden = check_positive_int(n_hidden, "n_hidden")
+    n_classes = check_positive_int(n_classes, "n_classes")
+    rng, _ = _seed_streams(seed)
+    W1 = rng.standard_normal((n_inputs, n_hidden)) * np.sqrt(2.0 / n_inputs)
+    W2 = rng.standard_normal((n_hidden, n_classes)) * np.sqrt(1.0 / n_hidden)
+    return Params(W1.astype(dtype), np.zeros(n_hidden, dtype),
+                  W2.astype(dtype), np.zeros(n_classes, dtype))
+
+
+def minibatch_orders(n_samples: int, epochs: int, seed: int) -> np.ndarray:
+    """The seeded visiting order of every epoch.
+
+    Returns
+    -------
+    orders : ndarray of int64, shape (epochs, n_samples)
+        Row ``e`` is a permutation of ``range(n_samples)``; minibatches are its
+        consecutive slices.  Row ``e`` does not depend on ``epochs``, so a run
+        of 5 epochs sees exactly the first 5 rows of a run of 20.
+    """
+    _, rng = _seed_streams(seed)
+    orders = np.empty((epochs, n_samples), dtype=np.int64)
+    for e in range(epochs):
+        orders[e] = rng.permutation(n_samples)
+    return orders
+
+
+def save_params(path, params: Params) -> None:
+    """Write params to a portable ``.npz`` (arrays W1, b1, W2, b2), atomically.
+
+    The file is written next to ``path`` under a temporary name and renamed,
+    so a crash never leaves a half-written file under the real name.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{name: np.ascontiguousarray(a) for name, a in params._asdict().items()})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_params(path) -> Params:
+    """Read params written by :func:`save_params` (no pickle is ever loaded)."""
+    from .checks import check_params
+
+    with np.load(path, allow_pickle=False) as f:
+        missing = [k for k in Params._fields if k not in f.files]
+        if missing:
+            raise ValueError(f"{path}: not a fastsoftmax params file (missing {missing})")
+        return check_params(Params(*(f[k] for k in Params._fields)), name=str(path))

@@ -1,0 +1,138 @@
+"""Plain NumPy reference: the executable specification of the model.
+
+Readable rather than fast.  :mod:`fastsoftmax.kernels` exposes the same
+function names with the same signatures, so every agreement test is one
+line of reference and one line of kernel.
+
+Shapes: X (n, D), y (n,) int, W1 (D, H), b1 (H,), W2 (H, K), b2 (K,).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .params import Params
+
+
+class Forward(NamedTuple):
+    """What :func:`forward` computes and :func:`backward` needs."""
+
+    A: np.ndarray  # (n, H) hidden pre-activations x W1 + b1
+    Hid: np.ndarray  # (n, H) relu(A)
+    Z: np.ndarray  # (n, K) logits
+
+
+def forward(params: Params, X: np.ndarray) -> Forward:
+    A = X @ params.W1 + params.b1  # (n, H)
+    Hid = np.maximum(A, 0)  # (n, H)
+    Z = Hid @ params.W2 + params.b2  # (n, K)
+    return Forward(A, Hid, Z)
+
+
+def log_softmax(Z: np.ndarray) -> np.ndarray:
+    """Row-wise log softmax of logits Z (n, K), stable for huge logits.
+
+    Subtracting the row maximum keeps every exp() argument <= 0, so no
+    overflow; log-sum-exp is then >= 0 and finite.
+    """
+    S = Z - Z.max(axis=1, keepdims=True)  # (n, K)
+    return S - np.log(np.exp(S).sum(axis=1, keepdims=True))
+
+
+def softmax(Z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits Z (n, K) -> probabilities (n, K)."""
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def cross_entropy(Z: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of labels y (n,) under logits Z (n, K)."""
+    return float(-log_softmax(Z)[np.arange(len(y)), y].mean())
+
+
+def l2_penalty(params: Params, alpha: float) -> float:
+    """(alpha / 2) (||W1||^2 + ||W2||^2): weights only, never the biases."""
+    return 0.5 * alpha * float((params.W1 ** 2).sum() + (params.W2 ** 2).sum())
+
+
+def loss(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> float:
+    return cross_entropy(forward(params, X).Z, y) + l2_penalty(params, alpha)
+
+
+def backward(params: Params, X: np.ndarray, y: np.ndarray, fwd: Forward,
+             alpha: float) -> Params:
+    """Gradients of :func:`loss` with respect to every parameter."""
+    n = X.shape[0]
+    # d(-log softmax(z)[y]) / dz = p - onehot(y): the log-sum-exp term
+    # differentiates to p, the -z[y] term to -onehot(y).  Dividing by n
+    # averages over the minibatch.
+    dZ = softmax(fwd.Z)  # (n, K)
+    dZ[np.arange(n), y] -= 1
+    dZ /= n
+    dW2 = fwd.Hid.T @ dZ + alpha * params.W2  # (H, K)
+    db2 = dZ.sum(axis=0)  # (K,)
+    dA = (dZ @ params.W2.T) * (fwd.A > 0)  # (n, H): relu passes gradient where A > 0
+    dW1 = X.T @ dA + alpha * params.W1  # (D, H)
+    db1 = dA.sum(axis=0)  # (H,)
+    return Params(dW1, db1, dW2, db2)
+
+
+def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
+                   alpha: float) -> tuple[float, Params]:
+    """Loss (cross-entropy + L2) on X, y and its gradient as a Params."""
+    fwd = forward(params, X)
+    value = cross_entropy(fwd.Z, y) + l2_penalty(params, alpha)
+    return value, backward(params, X, y, fwd, alpha)
+
+
+def sgd_step(params: Params, X: np.ndarray, y: np.ndarray, learning_rate: float,
+             alpha: float) -> tuple[float, Params]:
+    """One plain SGD step on the minibatch X, y.
+
+    Returns the loss at the incoming parameters and the updated parameters
+    ``theta - learning_rate * grad``.  A non-finite loss leaves the
+    parameters as they were: the caller stops there.
+    """
+    value, grads = loss_and_grads(params, X, y, alpha)
+    if not np.isfinite(value):
+        return value, params
+    lr = params.dtype.type(learning_rate)
+    return value, Params(*(p - lr * g for p, g in zip(params, grads)))
+
+
+def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
+                batch_size: int, learning_rate: float,
+                alpha: float) -> tuple[Params, float, bool]:
+    """One epoch: minibatches are consecutive slices of ``order`` (n,).
+
+    The last, smaller minibatch is used and averaged over its own size.
+
+    Returns
+    -------
+    params : the trained Params
+    mean_loss : float, the minibatch losses averaged with weights n_b / n
+    diverged : bool, True if a minibatch loss was non-finite (training stopped
+        before that minibatch's update)
+    """
+    n = order.shape[0]
+    total = 0.0
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        value, params = sgd_step(params, X[idx], y[idx], learning_rate, alpha)
+        if not np.isfinite(value):
+            return params, float("nan"), True
+        total += value * len(idx)
+    return params, total / n, False
+
+
+def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
+    return softmax(forward(params, X).Z)
+
+
+def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float]:
+    """(loss, accuracy) of params on X, y; loss includes the L2 term."""
+    Z = forward(params, X).Z
+    value = cross_entropy(Z, y) + l2_penalty(params, alpha)
+    return value, float((Z.argmax(axis=1) == y).mean())
