@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import struct
@@ -109,7 +110,7 @@ def read_idx(path, expected: _Official | None = None) -> np.ndarray:
             dims = struct.unpack(f">{ndim}I", dims_raw)
             if expected is not None and dims != expected.shape:
                 raise DataError(f"{path}: IDX dimensions {dims}, expected {expected.shape}")
-            count = int(np.prod(dims, dtype=np.int64))
+            count = math.prod(dims)  # Python ints: a forged header cannot overflow this
             # The header is checked before the body is allocated, so a forged
             # header cannot ask for more than the expected shape.
             if expected is None and count > 10**9:
@@ -221,12 +222,16 @@ def download_official(directory: Path) -> None:
         target = directory / (spec.stem + ".gz")
         if target.is_file():
             continue
+        url = DOWNLOAD_URL + spec.stem + ".gz"
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=".gz")
         try:
-            with os.fdopen(fd, "wb") as out, \
-                    urllib.request.urlopen(DOWNLOAD_URL + spec.stem + ".gz", timeout=60) as r:
+            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as r:
                 shutil.copyfileobj(r, out)
-            read_idx(Path(tmp), spec)
+            try:
+                read_idx(Path(tmp), spec)
+            except DataError as exc:
+                raise DataError(f"downloaded {url} failed verification, not kept: "
+                                f"{str(exc).split(': ', 1)[1]}") from None
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

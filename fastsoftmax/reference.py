@@ -118,12 +118,14 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
     """
     n = order.shape[0]
     total = 0.0
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size]
-        value, params = sgd_step(params, X[idx], y[idx], learning_rate, alpha)
-        if not np.isfinite(value):
-            return params, float("nan"), True
-        total += value * len(idx)
+    # Overflow is how divergence shows; it is reported by the returned flag.
+    with np.errstate(over="ignore", invalid="ignore"):
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            value, params = sgd_step(params, X[idx], y[idx], learning_rate, alpha)
+            if not np.isfinite(value):
+                return params, float("nan"), True
+            total += value * len(idx)
     return params, total / n, False
 
 

@@ -1,0 +1,104 @@
+"""Compiled kernels against the reference: the same names, one line each."""
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import kernels, reference as ref
+
+from conftest import RTOL, assert_params_close, make_data, rel_err
+
+DTYPES = [np.float32, np.float64]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n, hidden", [(1, 1), (5, 3), (64, 40), (203, 20)])
+def test_loss_and_grads_agree(dtype, n, hidden):
+    X, y = make_data(n, dtype=dtype, seed=n)
+    params = fs.init_params(784, hidden, 10, seed=2, dtype=dtype)
+    r_loss, r_grads = ref.loss_and_grads(params, X, y, 1e-3)
+    k_loss, k_grads = kernels.loss_and_grads(params, X, y, 1e-3)
+    assert rel_err(r_loss, k_loss) <= RTOL[np.dtype(dtype)]
+    assert_params_close(r_grads, k_grads, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_step_agrees(dtype):
+    X, y = make_data(64, dtype=dtype)
+    params = fs.init_params(784, 40, 10, seed=0, dtype=dtype)
+    r_loss, r_params = ref.sgd_step(params, X, y, 0.1, 1e-4)
+    k_loss, k_params = kernels.sgd_step(params, X, y, 0.1, 1e-4)
+    assert rel_err(r_loss, k_loss) <= RTOL[np.dtype(dtype)]
+    assert_params_close(r_params, k_params, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch_size", [1, 37, 64, 5000])
+def test_epoch_agrees(dtype, batch_size):
+    n = 3000 if batch_size > 1 else 300
+    X, y = make_data(n, dtype=dtype, seed=batch_size)
+    params = fs.init_params(784, 20, 10, seed=1, dtype=dtype)
+    order = np.random.default_rng(5).permutation(n)
+    r_params, r_loss, r_div = ref.train_epoch(params, X, y, order, batch_size, 0.05, 1e-3)
+    k_params, k_loss, k_div = kernels.train_epoch(params, X, y, order, batch_size, 0.05, 1e-3)
+    assert not r_div and not k_div
+    assert rel_err(r_loss, k_loss) <= RTOL[np.dtype(dtype)]
+    assert_params_close(r_params, k_params, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_evaluate_and_predict_proba_agree(dtype):
+    X, y = make_data(700, dtype=dtype)  # more than one evaluation block, with a tail
+    params = fs.init_params(784, 13, 10, seed=4, dtype=dtype)
+    r = ref.evaluate(params, X, y, 0.01)
+    k = kernels.evaluate(params, X, y, 0.01)
+    assert rel_err(r[0], k[0]) <= RTOL[np.dtype(dtype)]
+    assert r[1] == k[1]
+    P = kernels.predict_proba(params, X)
+    assert P.dtype == dtype
+    assert rel_err(ref.predict_proba(params, X), P) <= RTOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_huge_logits_give_finite_loss(dtype):
+    X, y = make_data(8, n_features=6, n_classes=3, dtype=dtype)
+    X = np.ones_like(X)
+    params = fs.init_params(6, 2, 3, seed=0, dtype=dtype)
+    # Logits of about +-1e4: W2 scaled so the largest logit is ~1e4 above the rest.
+    W2 = np.zeros_like(params.W2)
+    W2[:, 0] = 1e4 / (np.maximum(X @ params.W1, 0).sum(axis=1).max() / 2 + 1e-3) / 2
+    W2[:, 1] = -W2[:, 0]
+    params = fs.Params(params.W1, params.b1, W2, params.b2)
+    Z = ref.forward(params, X).Z
+    assert np.abs(Z).max() > 1e3
+    loss, grads = kernels.loss_and_grads(params, X, y, 0.0)
+    r_loss, _ = ref.loss_and_grads(params, X, y, 0.0)
+    assert np.isfinite(loss) and all(np.isfinite(g).all() for g in grads)
+    assert rel_err(r_loss, loss) <= RTOL[np.dtype(dtype)]
+
+
+def test_divergence_stops_before_the_bad_update():
+    X, y = make_data(256, dtype=np.float32)
+    params = fs.init_params(784, 8, 10, seed=0, dtype=np.float32)
+    order = np.arange(256)
+    # With learning_rate * alpha = 1000 the L2 term alone multiplies the
+    # weights by -999 per step, so float32 overflows within a few steps.
+    k_params, k_loss, k_div = kernels.train_epoch(params, X, y, order, 16, 1e3, 1.0)
+    r_params, r_loss, r_div = ref.train_epoch(params, X, y, order, 16, 1e3, 1.0)
+    assert k_div and r_div
+    assert np.isnan(k_loss) and np.isnan(r_loss)
+    # Both stop at the same minibatch, before its update, so they return
+    # weights of the same (huge, but finite) size.
+    assert np.isfinite(k_params.W1).all() and np.abs(k_params.W1).max() > 1e10
+    np.testing.assert_allclose(np.abs(k_params.W1).max(), np.abs(r_params.W1).max(), rtol=1e-3)
+
+
+def test_padding_is_exact():
+    """Hidden sizes that are not a multiple of the tile give the same model as
+    the unpadded reference (the pad units stay exactly zero)."""
+    X, y = make_data(50, dtype=np.float64)
+    params = fs.init_params(784, 3, 10, seed=0, dtype=np.float64)
+    W1T, b1, W2, b2 = kernels.to_kernel(params)
+    assert W1T.shape[0] == kernels.pad_hidden(3) >= 3
+    kernels._train_epoch(X, y, np.arange(50), 7, 0.1, 0.01, W1T, b1, W2, b2)
+    assert not W1T[3:].any() and not b1[3:].any() and not W2[3:].any()
