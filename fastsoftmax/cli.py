@@ -1,0 +1,382 @@
+"""``python -m fastsoftmax.sweep``: the grid search on Fashion-MNIST, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import grid as gridmod
+from .checks import check_X
+from .data import CLASS_NAMES, DataError, load_fashion_mnist
+from .params import save_params
+from .sweep import Record, run_sweep
+from .trainer import predict
+
+EXIT_USAGE = 2
+EXIT_DATA = 1
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad command line: one line on stderr, exit status 2, nothing written."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UsageError(message)
+
+
+def _list(kind, name):
+    def parse(text):
+        items = [s.strip() for s in text.split(",")]
+        if not text.strip() or any(not s for s in items):
+            raise argparse.ArgumentTypeError(f"{name}: expected a comma-separated list, got {text!r}")
+        try:
+            return [kind(s) for s in items]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name}: {text!r} is not a list of {'integers' if kind is int else 'numbers'}")
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m fastsoftmax.sweep",
+                description="Grid search for the two-layer softmax network on Fashion-MNIST, "
+                            "all configurations trained concurrently on every core.")
+    p.add_argument("--grid", choices=sorted(gridmod.PRESETS), default="default",
+                   help="preset grid (default: the original study's 72 configurations)")
+    for flag, axis, kind in (("--batch-sizes", "batch_size", int),
+                             ("--learning-rates", "learning_rate", float),
+                             ("--epochs", "epochs", int), ("--alphas", "alpha", float),
+                             ("--hidden-sizes", "hidden_size", int)):
+        p.add_argument(flag, dest=axis, type=_list(kind, flag),
+                       help=f"comma-separated values overriding the preset's {axis}")
+    p.add_argument("--sample", type=int, metavar="N",
+                   help="run N distinct configurations drawn at random from the grid")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the split, initialisation, minibatch order and --sample (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="fraction of the training set held out for validation (default 0.2)")
+    p.add_argument("--limit", type=int, metavar="N",
+                   help="use only N training images (before the split), for a quick look")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="threads for the parallel region (default: all cores)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--data", metavar="DIR", help="directory holding the four data files")
+    p.add_argument("--out", metavar="DIR",
+                   help="write results.csv, results.jsonl, best.json, best_params.npz here; "
+                        "rerunning with the same DIR resumes")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--json", action="store_true", help="print the final summary as JSON")
+    return p
+
+
+def _configs(args) -> list[gridmod.Config]:
+    axes = dict(gridmod.PRESETS[args.grid])
+    for axis in gridmod.AXES:
+        if getattr(args, axis) is not None:
+            axes[axis] = getattr(args, axis)
+    try:
+        configs = gridmod.build_grid(**axes)
+        if args.sample is not None:
+            configs = gridmod.sample_grid(configs, args.sample, args.seed)
+    except ValueError as exc:
+        raise UsageError(str(exc))
+    return configs
+
+
+def _check_args(args):
+    import numba
+
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.workers > numba.config.NUMBA_NUM_THREADS:
+        raise UsageError(f"--workers: at most {numba.config.NUMBA_NUM_THREADS} on this machine, "
+                         f"got {args.workers}")
+    if not 0 < args.val_fraction < 1:
+        raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {args.val_fraction}")
+    if args.limit is not None and args.limit < 2:
+        raise UsageError(f"--limit must be >= 2, got {args.limit}")
+    if args.out is not None:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out}: exists and is not a directory")
+        parent = out if out.exists() else out.parent
+        while not parent.exists():
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--out {out}: {parent} is not a directory")
+        # os.access says yes to root everywhere; a real probe does not lie.
+        # The probe file vanishes on close, so nothing is left behind.
+        try:
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            raise UsageError(f"--out {out}: not writable ({exc.strerror})")
+
+
+# --------------------------------------------------------------------------
+# results directory
+
+
+def _atomic_write(path: Path, text: str):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_records(path: Path) -> list[Record]:
+    """Records of results.jsonl; a torn last line (a crash mid-write) is dropped."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    records, good = [], []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(Record.from_dict(json.loads(line)))
+            good.append(line)
+        except (ValueError, KeyError, TypeError):
+            if i >= len(lines) - 2:  # the last line, torn: repair by dropping it
+                print(f"fastsoftmax.sweep: {path}: dropped a torn last line; "
+                      f"that configuration runs again", file=sys.stderr)
+                _atomic_write(path, "".join(x.decode() + "\n" for x in good))
+                break
+            raise UsageError(f"{path}: line {i + 1} is not a result record; "
+                             f"refusing to mix results (use another --out)")
+    return records
+
+
+def _prepare_out(out: Path, meta: dict) -> list[Record]:
+    """Create or resume a results directory; refuse one from another sweep."""
+    meta_path = out / "sweep.json"
+    if meta_path.exists():
+        try:
+            old = json.loads(meta_path.read_text())
+        except ValueError:
+            raise UsageError(f"{meta_path}: unreadable; refusing to mix results")
+        if old != meta:
+            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+            raise UsageError(f"--out {out} holds a sweep with different {', '.join(diff)}; "
+                             f"refusing to mix results (use another --out)")
+        return _read_records(out / "results.jsonl")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} is not empty and holds no sweep; refusing to mix results")
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(meta_path, json.dumps(meta, indent=1) + "\n")
+    return []
+
+
+COLUMNS = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size", "train_loss",
+           "val_loss", "val_accuracy", "seconds", "diverged")
+
+
+def _row(r: Record):
+    c = r.config
+    return (c.batch_size, c.learning_rate, c.epochs, c.alpha, c.hidden_size, r.train_loss,
+            r.val_loss, r.val_accuracy, r.seconds, r.diverged)
+
+
+def format_table(records: list[Record]) -> str:
+    lines = [f"{'batch':>5} {'lr':>8} {'epochs':>6} {'alpha':>8} {'hidden':>6} "
+             f"{'train_loss':>10} {'val_loss':>8} {'val_acc':>7} {'seconds':>7} diverged"]
+    for r in records:
+        b, lr, e, a, h, tl, vl, va, s, d = _row(r)
+        lines.append(f"{b:>5} {lr:>8.3g} {e:>6} {a:>8.3g} {h:>6} {tl:>10.4f} {vl:>8.4f} "
+                     f"{va:>7.4f} {s:>7.2f} {'yes' if d else 'no'}")
+    return "\n".join(lines)
+
+
+def _csv(records):
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    for r in records:
+        w.writerow(_row(r))
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------
+# progress
+
+
+class _Progress:
+    """A live bar on a terminal (tqdm when installed), plain lines otherwise."""
+
+    def __init__(self, n_configs: int, quiet: bool, stream=sys.stderr):
+        self.quiet = quiet
+        self.stream = stream
+        self.n_configs = n_configs
+        self.configs_done = 0
+        self.start = time.monotonic()
+        self.last_line = 0.0
+        self.bar = None
+        if not quiet and stream.isatty():
+            try:
+                from tqdm import tqdm
+                self.bar = tqdm(total=1, unit="epoch", file=stream, dynamic_ncols=True,
+                                desc="sweep")
+            except ImportError:
+                pass
+
+    def config_done(self):
+        self.configs_done += 1
+
+    def __call__(self, done: int, total: int):
+        if self.quiet:
+            return
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.n = done
+            self.bar.set_postfix_str(f"configs {self.configs_done}/{self.n_configs}",
+                                     refresh=False)
+            self.bar.refresh()
+            return
+        now = time.monotonic()
+        if now - self.last_line >= 5 or done == total:
+            self.last_line = now
+            elapsed = now - self.start
+            eta = f"{elapsed / done * (total - done):.0f}s" if done else "?"
+            print(f"sweep: {self.configs_done}/{self.n_configs} configurations, "
+                  f"{done}/{total} epochs, {elapsed:.0f}s elapsed, ETA {eta}",
+                  file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --------------------------------------------------------------------------
+# main
+
+
+def _fingerprint(*arrays) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
+def main(argv=None) -> int:
+    try:
+        return _main(argv)
+    except UsageError as exc:
+        print(f"fastsoftmax.sweep: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _main(argv) -> int:
+    args = build_parser().parse_args(argv)
+    _check_args(args)
+    configs = _configs(args)
+    dtype = np.dtype(args.dtype)
+    try:
+        ds = load_fashion_mnist(args.data)
+    except (FileNotFoundError, DataError) as exc:
+        print(f"fastsoftmax.sweep: {exc}", file=sys.stderr)
+        return EXIT_DATA
+
+    images, labels = ds.train_images, ds.train_labels
+    if args.limit is not None:
+        images, labels = images[:args.limit], labels[:args.limit]
+    n = len(labels)
+    n_val = int(round(n * args.val_fraction))
+    if not 0 < n_val < n:
+        raise UsageError(f"--val-fraction {args.val_fraction} leaves no training or "
+                         f"validation examples out of {n}")
+    perm = np.random.default_rng(np.random.SeedSequence([args.seed, 1])).permutation(n)
+    tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    X, y = check_X(images[tr], dtype), labels[tr]
+    Xv, yv = check_X(images[va], dtype), labels[va]
+
+    meta = {"configs": [c.as_dict() for c in configs], "seed": args.seed,
+            "val_fraction": args.val_fraction, "dtype": args.dtype, "limit": args.limit,
+            "data": _fingerprint(images, labels)}
+    done: list[Record] = []
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        done = _prepare_out(out, meta)
+    finished = {r.config for r in done}
+    todo = [c for c in configs if c not in finished]
+    if done and not args.quiet:
+        print(f"fastsoftmax.sweep: resuming {out}: {len(done)} of {len(configs)} "
+              f"configurations already done", file=sys.stderr)
+
+    progress = _Progress(len(configs), args.quiet)
+    progress.configs_done = len(done)
+    jsonl = open(out / "results.jsonl", "a") if out is not None else None
+
+    def on_record(rec: Record):
+        progress.config_done()
+        if jsonl is not None:  # one line per finished configuration, on disk at once
+            jsonl.write(json.dumps(rec.as_dict()) + "\n")
+            jsonl.flush()
+            os.fsync(jsonl.fileno())
+
+    try:
+        result = run_sweep(todo, X, y, Xv, yv, workers=args.workers, seed=args.seed,
+                           on_record=on_record, on_progress=progress) if todo else None
+    finally:
+        progress.close()
+        if jsonl is not None:
+            jsonl.close()
+    if result is not None and result.interrupted:
+        print(f"fastsoftmax.sweep: interrupted; {len(result.records) + len(done)} of "
+              f"{len(configs)} configurations kept" + (f" in {out}" if out else ""),
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+    records = done + (result.records if result else [])
+    ranked = sorted(records, key=Record.rank_key)
+    best = ranked[0]
+    if best.diverged:
+        print(format_table(ranked))
+        print("fastsoftmax.sweep: every configuration diverged; no model to test", file=sys.stderr)
+        return 1
+    params = result.params.get(best.config) if result else None
+    if params is None:  # trained in an earlier, interrupted run: train it again, bit-identically
+        params = run_sweep([best.config], X, y, Xv, yv, workers=1, seed=args.seed).params[best.config]
+
+    Xt = check_X(ds.test_images, dtype)
+    from .trainer import evaluate
+    test_loss, test_acc = evaluate(params, Xt, ds.test_labels)
+    pred = predict(params, Xt)
+    per_class = {CLASS_NAMES[k]: float(np.mean(pred[ds.test_labels == k] == k))
+                 for k in range(len(CLASS_NAMES))}
+    summary = {"best": best.as_dict(), "test_loss": test_loss, "test_accuracy": test_acc,
+               "test_per_class_accuracy": per_class, "n_configs": len(records),
+               "n_train": int(len(y)), "n_val": int(len(yv)), "seed": args.seed}
+
+    if out is not None:
+        _atomic_write(out / "results.csv", _csv(ranked))
+        _atomic_write(out / "best.json", json.dumps(summary, indent=1) + "\n")
+        save_params(out / "best_params.npz", params)
+
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(format_table(ranked))
+        c = best.config
+        print(f"\nbest: batch_size={c.batch_size} learning_rate={c.learning_rate:g} "
+              f"epochs={c.epochs} alpha={c.alpha:g} hidden_size={c.hidden_size} "
+              f"(val accuracy {best.val_accuracy:.4f})")
+        print(f"test: loss {test_loss:.4f}, accuracy {test_acc:.4f}")
+        print("per class: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
+    return 0

@@ -1,0 +1,326 @@
+"""Parallel grid search: every configuration trained concurrently in compiled code.
+
+``python -m fastsoftmax.sweep`` runs the command line (:mod:`fastsoftmax.cli`);
+this module is the engine: :func:`run_sweep` packs the groups of a grid into
+flat arrays and runs :func:`_sweep` across the cores with ``numba.prange``.
+
+Determinism: each group (configurations differing only in epochs) is trained
+start to finish by one thread with the serial kernels, so every floating-point
+reduction of a configuration happens in one thread in one order, and the
+results are bit-identical whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+from threadpoolctl import threadpool_limits
+
+from . import kernels
+from ._jit import jit
+from .grid import Config, assign_workers, group_configs
+from .params import init_params, minibatch_orders
+
+@intrinsic
+def _read_cycle_counter(typingctx):
+    """The CPU's cycle counter (llvm.readcyclecounter), as uint64.
+
+    Used to time epochs inside compiled code; unlike a ctypes call to
+    clock_gettime, an intrinsic lets the parallel kernel be cached.
+    """
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(64), []),
+                                            "llvm.readcyclecounter")
+        return builder.call(fn, [])
+    return types.uint64(), codegen
+
+
+@jit
+def _cycles():
+    return _read_cycle_counter()
+
+
+@jit
+def _views(flat, off, Hp, D, K):
+    """Kernel-form (W1T, b1, W2, b2) views of one model packed in ``flat`` at ``off``."""
+    W1T = flat[off:off + Hp * D].reshape(Hp, D)
+    off += Hp * D
+    b1 = flat[off:off + Hp]
+    off += Hp
+    W2 = flat[off:off + Hp * K].reshape(Hp, K)
+    off += Hp * K
+    return W1T, b1, W2, flat[off:off + K]
+
+
+@jit
+def _packed_size(Hp, D, K):
+    """Length of one model packed as [W1T, b1, W2, b2]."""
+    return Hp * D + Hp + Hp * K + K
+
+
+@jit(parallel=True, cache=True)
+def _sweep(X, y, Xv, yv, K, orders, plan,
+           g_batch, g_lr, g_alpha, g_hidden, g_epochs, g_off, state,
+           c_group, c_epochs, c_off, snaps,
+           train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged,
+           stop):
+    """Train every group of the plan; worker w runs the groups ``plan[w]`` in order.
+
+    X (N, D), y (N,), Xv (Nv, D), yv (Nv,); K classes; orders (E, N) int64.
+    Per group g: batch size, lr, alpha (of X's dtype), padded hidden size,
+    epoch count, and the offset of its packed model in ``state`` (1-D).
+    Per configuration c: its group, epoch count, and the offset in ``snaps``
+    where its model is copied when the group completes that epoch.
+    Outputs per group: train_loss, val_loss, val_acc, epoch_end (G, E) and
+    g_start (G,) as cycle-counter readings; epochs_done (G,) written last, so a reader that sees it
+    may read everything before it; diverged (G,).
+    ``stop[w] != 0`` makes worker w return after its current epoch.  (One
+    flag per worker: a read of ``stop[0]`` looks loop-invariant, and numba's
+    parfor pass hoists it out of the prange body, so it was never seen.)
+    """
+    D = X.shape[1]
+    Nv = Xv.shape[0]
+    for w in numba.prange(plan.shape[0]):
+        no_proba = np.empty((0, 0), X.dtype)
+        for t in range(plan.shape[1]):
+            g = plan[w, t]
+            if g < 0 or stop[w] != 0:
+                break
+            Hp = g_hidden[g]
+            W1T, b1, W2, b2 = _views(state, g_off[g], Hp, D, K)
+            size = _packed_size(Hp, D, K)
+            g_start[g] = _cycles()
+            for e in range(g_epochs[g]):
+                if stop[w] != 0:
+                    break
+                loss, div = kernels._train_epoch(X, y, orders[e], g_batch[g], g_lr[g],
+                                                 g_alpha[g], W1T, b1, W2, b2)
+                if div:
+                    diverged[g] = True
+                    break
+                ce, correct = kernels._forward_blocks(Xv, W1T, b1, W2, b2, yv, no_proba, False)
+                train_loss[g, e] = loss
+                val_loss[g, e] = ce / Nv
+                val_acc[g, e] = correct / Nv
+                for c in range(c_group.shape[0]):
+                    if c_group[c] == g and c_epochs[c] == e + 1:
+                        snaps[c_off[c]:c_off[c] + size] = state[g_off[g]:g_off[g] + size]
+                epoch_end[g, e] = _cycles()
+                epochs_done[g] = e + 1
+
+
+@dataclass
+class Record:
+    """The result of one configuration.
+
+    history holds per-epoch lists train_loss, val_loss, val_accuracy (up to
+    the configuration's epochs, or to the epoch before divergence).  Final
+    values are those of the last epoch; NaN when the configuration diverged.
+    val_loss is the mean cross-entropy on the validation set (no L2 term).
+    """
+
+    config: Config
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+    diverged: bool
+    history: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        def clean(v):  # JSON has no NaN: a diverged value is null
+            return None if isinstance(v, float) and not np.isfinite(v) else v
+        out = self.config.as_dict()
+        out.update(train_loss=clean(self.train_loss), val_loss=clean(self.val_loss),
+                   val_accuracy=clean(self.val_accuracy), seconds=round(self.seconds, 4),
+                   diverged=self.diverged,
+                   history={k: [clean(x) for x in v] for k, v in self.history.items()})
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Record":
+        def num(v):
+            return float("nan") if v is None else float(v)
+        config = Config(int(d["batch_size"]), float(d["learning_rate"]), int(d["epochs"]),
+                        float(d["alpha"]), int(d["hidden_size"]))
+        history = {k: [num(x) for x in v] for k, v in d["history"].items()}
+        return cls(config, num(d["train_loss"]), num(d["val_loss"]), num(d["val_accuracy"]),
+                   float(d["seconds"]), bool(d["diverged"]), history)
+
+    def rank_key(self):
+        """Best first: highest validation accuracy, then lowest validation loss."""
+        acc = self.val_accuracy if np.isfinite(self.val_accuracy) else -1.0
+        loss = self.val_loss if np.isfinite(self.val_loss) else np.inf
+        return (-acc, loss, self.config)
+
+
+@dataclass
+class SweepOutput:
+    records: list  # Record per configuration, in grid order
+    params: dict  # Config -> Params of the trained model (not for diverged ones)
+    interrupted: bool
+
+
+def cost(config: Config, n_samples: int) -> float:
+    """Relative training cost of a group whose largest epoch count is config.epochs."""
+    Hp = kernels.pad_hidden(config.hidden_size)
+    # ~4*D*Hp flops per sample, plus a per-minibatch update of the whole model.
+    return config.epochs * (n_samples * Hp + (n_samples / config.batch_size) * Hp * 0.5)
+
+
+def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
+              workers: int = 1, seed: int = 0, on_record=None, on_progress=None,
+              poll_seconds: float = 0.2) -> SweepOutput:
+    """Train every configuration on (X, y), validating on (X_val, y_val).
+
+    X, X_val : (n, D) arrays of the model dtype (float32 or float64), validated
+    y, y_val : (n,) int64
+    workers : threads for the parallel region (numba); BLAS is held to 1
+    seed : initialisation and minibatch order (shared by all configurations)
+    on_record(Record) : called as each configuration finishes
+    on_progress(epochs_done, epochs_total) : called every ``poll_seconds``
+
+    A KeyboardInterrupt while waiting stops every worker after its current
+    epoch; the finished configurations are returned with ``interrupted``.
+    """
+    dtype = X.dtype
+    N, D = X.shape
+    K = n_classes
+    groups = group_configs(configs)
+    G = len(groups)
+    E = max(c.epochs for c in configs)
+    orders = minibatch_orders(N, E, seed)
+
+    heads = [g[-1] for g in groups]  # each group's largest epoch count
+    g_batch = np.array([c.batch_size for c in heads], np.int64)
+    g_lr = np.array([c.learning_rate for c in heads], dtype)
+    g_alpha = np.array([c.alpha for c in heads], dtype)
+    g_hidden = np.array([kernels.pad_hidden(c.hidden_size) for c in heads], np.int64)
+    g_epochs = np.array([c.epochs for c in heads], np.int64)
+    sizes = [_packed_size(h, D, K) for h in g_hidden]
+    g_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    state = np.empty(int(sum(sizes)), dtype)
+    inits = {}
+    for gi, c in enumerate(heads):
+        if c.hidden_size not in inits:  # every group of a hidden size starts the same
+            p = init_params(D, c.hidden_size, K, seed=seed, dtype=dtype)
+            inits[c.hidden_size] = np.concatenate([a.ravel() for a in kernels.to_kernel(p)])
+        state[g_off[gi]:g_off[gi] + sizes[gi]] = inits[c.hidden_size]
+
+    flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
+    c_group = np.array([gi for gi, _ in flat_configs], np.int64)
+    c_epochs = np.array([c.epochs for _, c in flat_configs], np.int64)
+    c_sizes = [sizes[gi] for gi, _ in flat_configs]
+    c_off = np.concatenate([[0], np.cumsum(c_sizes)[:-1]]).astype(np.int64)
+    snaps = np.zeros(int(sum(c_sizes)), dtype)
+
+    train_loss = np.full((G, E), np.nan)
+    val_loss = np.full((G, E), np.nan)
+    val_acc = np.full((G, E), np.nan)
+    epoch_end = np.zeros((G, E), np.uint64)  # cycle counter readings
+    g_start = np.zeros(G, np.uint64)
+    epochs_done = np.zeros(G, np.int64)
+    diverged = np.zeros(G, np.bool_)
+
+    W = max(1, min(workers, G))
+    assignment = assign_workers([cost(c, N) for c in heads], W)
+    plan = np.full((W, max(len(a) for a in assignment)), -1, np.int64)
+    for w, jobs in enumerate(assignment):
+        plan[w, :len(jobs)] = jobs
+    stop = np.zeros(W, np.int64)
+
+    error: list[BaseException] = []
+
+    def work():
+        try:
+            with threadpool_limits(limits=1):  # no BLAS threads inside the parallel region
+                _sweep(X, y, X_val, y_val, K, orders, plan, g_batch, g_lr, g_alpha, g_hidden,
+                       g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
+                       train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done,
+                       diverged, stop)
+        except BaseException as exc:  # re-raised in the caller's thread
+            error.append(exc)
+
+    previous_threads = numba.get_num_threads()
+    numba.set_num_threads(W)
+    records: dict[int, Record] = {}
+    total_epochs = int(g_epochs.sum())
+
+    def collect():
+        """Emit the records of configurations whose group got far enough."""
+        done = epochs_done.copy()  # read progress first: what it covers is written
+        div = diverged.copy()
+        for ci, (gi, c) in enumerate(flat_configs):
+            if ci in records:
+                continue
+            reached = done[gi] >= c.epochs
+            failed = div[gi] and done[gi] < c.epochs
+            if not (reached or failed):
+                continue
+            last = min(int(done[gi]), c.epochs)
+            hist = {"train_loss": train_loss[gi, :last].tolist(),
+                    "val_loss": val_loss[gi, :last].tolist(),
+                    "val_accuracy": val_acc[gi, :last].tolist()}
+            if failed:
+                rec = Record(c, np.nan, np.nan, np.nan, 0.0, True, hist)
+            else:
+                rec = Record(c, float(train_loss[gi, last - 1]), float(val_loss[gi, last - 1]),
+                             float(val_acc[gi, last - 1]),
+                             seconds(int(epoch_end[gi, last - 1]) - int(g_start[gi])), False, hist)
+            records[ci] = rec
+            if on_record is not None:
+                on_record(rec)
+
+    # Cycles to seconds, calibrated over the whole run (constant-rate TSC).
+    c0, t0 = _cycles(), time.perf_counter()
+
+    def seconds(cycles) -> float:
+        dc, dt = int(_cycles()) - int(c0), time.perf_counter() - t0
+        return float(cycles) * dt / dc if dc > 0 else 0.0
+
+    interrupted = False
+    thread = threading.Thread(target=work, name="fastsoftmax-sweep", daemon=True)
+    try:
+        thread.start()
+        while thread.is_alive():
+            try:
+                thread.join(poll_seconds)
+                collect()
+                if on_progress is not None:
+                    on_progress(int(np.minimum(epochs_done, g_epochs).sum()), total_epochs)
+            except KeyboardInterrupt:
+                interrupted = True
+                stop[:] = 1  # workers return after their current epoch
+    finally:
+        if thread.is_alive():
+            stop[:] = 1
+            thread.join()
+        numba.set_num_threads(previous_threads)
+    if error:
+        raise error[0]
+    collect()
+    params = {}
+    for ci, (gi, c) in enumerate(flat_configs):
+        rec = records.get(ci)
+        if rec is not None and not rec.diverged:
+            packed = snaps[c_off[ci]:c_off[ci] + c_sizes[ci]]
+            W1T, b1, W2, b2 = _views(packed, 0, int(g_hidden[gi]), D, K)
+            params[c] = kernels.from_kernel(W1T.copy(), b1.copy(), W2.copy(), b2.copy(),
+                                            c.hidden_size)
+    ordered = [records[ci] for ci in sorted(records)]
+    return SweepOutput(ordered, params, interrupted)
+
+
+if __name__ == "__main__":
+    import sys
+
+    from .cli import main
+
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Grid search: grids, epoch sharing, determinism across workers, resume, CLI errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from fastsoftmax import cli, grid
+from fastsoftmax.sweep import run_sweep
+
+from conftest import RTOL, assert_params_close, make_data
+
+
+@pytest.fixture(scope="module")
+def small():
+    X, y = make_data(400, seed=11, dtype=np.float32)
+    Xv, yv = make_data(100, seed=12, dtype=np.float32)
+    return X, y, Xv, yv
+
+
+def test_default_grid_is_the_original_study():
+    configs = grid.build_grid(**grid.DEFAULT)
+    assert len(configs) == 72 == len(set(configs))
+    assert len(grid.group_configs(configs)) == 24
+    assert {c.epochs for c in configs} == {5, 10, 20}
+
+
+def test_sample_is_distinct_seeded_and_bounded():
+    configs = grid.build_grid(**grid.DEFAULT)
+    a = grid.sample_grid(configs, 12, seed=3)
+    assert len(set(a)) == 12 and set(a) <= set(configs)
+    assert a == grid.sample_grid(configs, 12, seed=3)
+    assert a != grid.sample_grid(configs, 12, seed=4)
+    with pytest.raises(ValueError, match="larger than the grid"):
+        grid.sample_grid(configs, 73, seed=0)
+
+
+@pytest.mark.parametrize("axes, match", [
+    (dict(batch_size=[0]), "batch size"),
+    (dict(learning_rate=[-0.1]), "learning rate"),
+    (dict(alpha=[-1.0]), "alpha"),
+    (dict(hidden_size=[]), "hidden_size: needs at least one value"),
+])
+def test_bad_axes(axes, match):
+    with pytest.raises(ValueError, match=match):
+        grid.build_grid(**{**grid.DEFAULT, **axes})
+
+
+def test_assignment_balances_costliest_first():
+    plan = grid.assign_workers([8, 4, 2, 1, 1, 1, 1, 1, 1, 1, 1], 2)
+    loads = sorted(sum([8, 4, 2, 1, 1, 1, 1, 1, 1, 1, 1][j] for j in jobs) for jobs in plan)
+    assert loads == [11, 11]
+    assert sorted(j for jobs in plan for j in jobs) == list(range(11))
+
+
+def _same(out_a, out_b):
+    by_config = {r.config: r for r in out_b.records}
+    for r in out_a.records:
+        s = by_config[r.config]
+        assert r.history == s.history and r.diverged == s.diverged, r.config
+        assert (r.train_loss, r.val_accuracy) == (s.train_loss, s.val_accuracy)
+        if not r.diverged:
+            for p, q in zip(out_a.params[r.config], out_b.params[r.config]):
+                np.testing.assert_array_equal(p, q)
+
+
+def test_epoch_sharing_equals_separate_training(small):
+    configs = grid.build_grid(batch_size=[16, 50], learning_rate=[0.1], epochs=[1, 3, 4],
+                              alpha=[1e-3], hidden_size=[6])
+    shared = run_sweep(configs, *small, workers=2)
+    assert len(shared.records) == 6
+    for c in configs:
+        alone = run_sweep([c], *small, workers=1)
+        _same(alone, shared)
+
+
+def test_bit_identical_across_worker_counts(small):
+    configs = grid.build_grid(batch_size=[8, 32, 64], learning_rate=[0.05, 0.2], epochs=[2, 3],
+                              alpha=[0.0, 1e-2], hidden_size=[3, 10])
+    one = run_sweep(configs, *small, workers=1)
+    two = run_sweep(configs, *small, workers=2)
+    assert len(one.records) == len(configs)
+    _same(one, two)
+    _same(two, one)
+
+
+def test_sweep_agrees_with_train(small):
+    X, y, Xv, yv = small
+    c = grid.Config(batch_size=20, learning_rate=0.1, epochs=3, alpha=1e-3, hidden_size=7)
+    out = run_sweep([c], X, y, Xv, yv, workers=1, seed=5)
+    ref = fs.train(X, y, hidden_size=7, batch_size=20, learning_rate=0.1, epochs=3, alpha=1e-3,
+                   seed=5, X_val=Xv, y_val=yv)
+    assert_params_close(out.params[c], ref.params, np.float32)
+    np.testing.assert_allclose(out.records[0].history["val_accuracy"], ref.history.val_accuracy)
+    np.testing.assert_allclose(out.records[0].history["train_loss"], ref.history.train_loss,
+                               rtol=RTOL[np.dtype(np.float32)])
+
+
+def test_divergence_is_recorded_and_the_sweep_goes_on(small):
+    configs = grid.build_grid(batch_size=[16], learning_rate=[0.1, 1e3], epochs=[2],
+                              alpha=[1.0], hidden_size=[4])
+    out = run_sweep(configs, *small, workers=2)
+    by_lr = {r.config.learning_rate: r for r in out.records}
+    assert by_lr[1e3].diverged and np.isnan(by_lr[1e3].val_accuracy)
+    assert not by_lr[0.1].diverged and np.isfinite(by_lr[0.1].val_accuracy)
+    assert by_lr[1e3].config not in out.params
+
+
+def test_interrupt_stops_and_keeps_finished(small):
+    # 3000 epochs would take seconds; the stop must come after about one.
+    configs = grid.build_grid(batch_size=[8], learning_rate=[0.01], epochs=[1, 3000],
+                              alpha=[0.0], hidden_size=[40])
+    seen = []
+
+    def interrupt(done, total):
+        seen.append(done)
+        if done >= 1:  # the 1-epoch configuration is finished: press Ctrl-C
+            raise KeyboardInterrupt
+
+    out = run_sweep(configs, *small, workers=1, on_progress=interrupt, poll_seconds=0.01)
+    assert out.interrupted
+    assert [r.config.epochs for r in out.records] == [1]
+
+
+# --------------------------------------------------------------------------
+# the command line, on small .npy data the tests write
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("npy")
+    rng = np.random.default_rng(0)
+    for key, n in (("train", 60000), ("test", 10000)):
+        labels = rng.integers(0, 10, n)
+        # Learnable: each class lights up its own band of pixels.
+        images = rng.integers(0, 60, (n, 784), dtype=np.uint8)
+        for k in range(10):
+            images[labels == k, k * 78:(k + 1) * 78] += 150
+        np.save(d / f"fashion_mnist_{key}_images.npy", images)
+        np.save(d / f"fashion_mnist_{key}_labels.npy", labels)
+    return d
+
+
+SMALL_GRID = ["--batch-sizes", "16,64", "--learning-rates", "0.1", "--epochs", "1,2",
+              "--alphas", "1e-3", "--hidden-sizes", "5", "--limit", "500", "--quiet"]
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_runs_and_writes_results(tmp_path, data_dir, capsys):
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)
+    assert code == 0, err
+    assert "best:" in out and "test: loss" in out and "per class:" in out
+    lines = (out_dir / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    rec = json.loads(lines[0])
+    assert len(rec["history"]["val_accuracy"]) == rec["epochs"]
+    assert (out_dir / "results.csv").read_text().count("\n") == 5
+    best = json.loads((out_dir / "best.json").read_text())
+    params = fs.load_params(out_dir / "best_params.npz")
+    ds = fs.load_fashion_mnist(data_dir)
+    loss, acc = fs.evaluate(params, ds.test_images, ds.test_labels)
+    assert acc == best["test_accuracy"] > 0.5
+    assert len(best["test_per_class_accuracy"]) == 10
+
+
+def test_cli_json_summary(data_dir, capsys):
+    code, out, _ = run_cli(capsys, "--data", data_dir, "--json", *SMALL_GRID)
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["n_configs"] == 4 and summary["n_train"] == 400 and summary["n_val"] == 100
+    assert 0 <= summary["test_accuracy"] <= 1
+
+
+def test_resume_after_interruption_with_torn_line(tmp_path, data_dir, capsys):
+    full = tmp_path / "full"
+    assert run_cli(capsys, "--data", data_dir, "--out", full, *SMALL_GRID)[0] == 0
+    part = tmp_path / "part"
+    part.mkdir()
+    (part / "sweep.json").write_text((full / "sweep.json").read_text())
+    lines = (full / "results.jsonl").read_text().splitlines()
+    # two records survived, the third was torn mid-write by a crash
+    (part / "results.jsonl").write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][:40])
+    code, _, err = run_cli(capsys, "--data", data_dir, "--out", part, *SMALL_GRID[:-1])
+    assert code == 0, err
+    assert "torn" in err and "resuming" in err
+    def strip(path):
+        recs = [json.loads(l) for l in path.read_text().splitlines()]
+        return sorted(json.dumps({k: v for k, v in r.items() if k != "seconds"}) for r in recs)
+    assert strip(part / "results.jsonl") == strip(full / "results.jsonl")
+    a = json.loads((full / "best.json").read_text())
+    b = json.loads((part / "best.json").read_text())
+    assert a["test_accuracy"] == b["test_accuracy"] and a["test_loss"] == b["test_loss"]
+    for p, q in zip(fs.load_params(full / "best_params.npz"), fs.load_params(part / "best_params.npz")):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_resume_refuses_a_different_grid(tmp_path, data_dir, capsys):
+    out_dir = tmp_path / "out"
+    assert run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)[0] == 0
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out_dir.iterdir())
+    code, _, err = run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID,
+                           "--seed", "1")
+    assert code == 2 and "refusing to mix" in err and len(err.strip().splitlines()) == 1
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out_dir.iterdir()) == before
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--bogus"], "unrecognized arguments"),
+    (["--batch-sizes", ""], "--batch-sizes: expected a comma-separated list"),
+    (["--batch-sizes", "16,,32"], "comma-separated list"),
+    (["--learning-rates", "fast"], "--learning-rates: 'fast' is not a list of numbers"),
+    (["--batch-sizes", "0,16"], "batch size must be >= 1"),
+    (["--learning-rates", "0"], "learning rate must be > 0"),
+    (["--learning-rates", "-0.1"], "learning rate must be > 0"),
+    (["--alphas", "-1"], "alpha must be >= 0"),
+    (["--sample", "73"], "larger than the grid"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--val-fraction", "1.5"], "--val-fraction"),
+    (["--out", "/proc/version"], "not a directory"),
+    (["--out", "/proc/fastsoftmax-out"], "not writable"),
+])
+def test_cli_errors_are_one_line_exit_2(argv, match, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert match in err and len(err.strip().splitlines()) == 1
+    assert out == "" and list(tmp_path.iterdir()) == []
+
+
+def test_cli_missing_data_exit_1(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "--data", tmp_path, "--quiet")
+    assert code == 1 and "does not hold the four Fashion-MNIST files" in err
+
+
+@pytest.mark.realdata
+def test_default_sweep_sample_on_real_data(real_data, capsys):
+    code, out, err = run_cli(capsys, "--sample", "2", "--epochs", "1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_train"] == 48000
