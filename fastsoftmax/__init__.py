@@ -14,6 +14,20 @@ from .trainer import History, TrainResult, evaluate, predict, predict_proba, tra
 __all__ = [
     "CLASS_NAMES", "DataError", "Dataset", "History", "Params", "TrainResult", "evaluate",
     "init_params", "load_fashion_mnist", "load_params", "minibatch_orders", "predict",
-    "predict_proba", "reference", "save_params", "train",
+    "predict_proba", "reference", "save_params", "train", "SoftmaxMLPClassifier",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # The estimator needs scikit-learn, an optional extra: import it only when asked for.
+    if name == "SoftmaxMLPClassifier":
+        try:
+            from .estimator import SoftmaxMLPClassifier
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] != "sklearn":
+                raise
+            raise ImportError("fastsoftmax.SoftmaxMLPClassifier needs scikit-learn: "
+                              "pip install 'fastsoftmax[sklearn]'") from exc
+        return SoftmaxMLPClassifier
+    raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")

@@ -1,9 +1,13 @@
 import os
 
-import numpy as np
-import pytest
+# scikit-learn's estimator checks include one that runs only when SciPy's array
+# API support is switched on, which must happen before SciPy is first imported.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
-import fastsoftmax as fs
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import fastsoftmax as fs  # noqa: E402
 
 # Agreement tolerances, named for the dtype (relative to the largest entry).
 RTOL = {np.dtype(np.float64): 1e-10, np.dtype(np.float32): 1e-4}

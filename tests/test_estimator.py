@@ -1,0 +1,247 @@
+"""SoftmaxMLPClassifier: scikit-learn's own estimator checks, the workflows it
+must fit into, and agreement with fs.train."""
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn", reason="scikit-learn is the optional extra "
+                              "fastsoftmax[sklearn] (installed by fastsoftmax[test])")
+from sklearn.base import clone  # noqa: E402
+from sklearn.exceptions import NotFittedError  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+import fastsoftmax as fs  # noqa: E402
+from fastsoftmax import SoftmaxMLPClassifier  # noqa: E402
+
+from conftest import make_data  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@parametrize_with_checks([SoftmaxMLPClassifier(random_state=0),
+                          SoftmaxMLPClassifier(random_state=0, dtype="float64",
+                                               early_stopping=True)])
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def small(n=600, n_features=20, n_classes=4, seed=0):
+    return make_data(n, n_features, n_classes, seed=seed)
+
+
+def test_same_weights_as_train():
+    X, y = small()
+    kw = dict(hidden_size=16, batch_size=32, learning_rate=0.1, epochs=4, alpha=1e-3)
+    clf = SoftmaxMLPClassifier(**kw, random_state=7, tol=None).fit(X, y)
+    ref = fs.train(X, y, **kw, seed=7, n_classes=4)
+    for got, want in zip(clf.coefs_ + clf.intercepts_, (ref.params.W1, ref.params.W2,
+                                                         ref.params.b1, ref.params.b2)):
+        np.testing.assert_array_equal(got, want)
+    assert clf.loss_curve_ == ref.history.train_loss
+    assert clf.n_iter_ == 4 and clf.t_ == 4 * len(X)
+
+
+def test_partial_fit_epochs_equal_fit():
+    X, y = small()
+    fitted = SoftmaxMLPClassifier(random_state=3, epochs=3, tol=None).fit(X, y)
+    inc = SoftmaxMLPClassifier(random_state=3)
+    for _ in range(3):
+        inc.partial_fit(X, y, classes=np.arange(4))
+    np.testing.assert_array_equal(inc.coefs_[0], fitted.coefs_[0])
+    np.testing.assert_array_equal(inc.intercepts_[1], fitted.intercepts_[1])
+    assert inc.n_iter_ == 3 and inc.loss_curve_ == fitted.loss_curve_
+
+
+def test_partial_fit_needs_classes_and_keeps_them():
+    X, y = small()
+    clf = SoftmaxMLPClassifier(random_state=0)
+    with pytest.raises(ValueError, match="classes"):
+        clf.partial_fit(X, y)
+    clf.partial_fit(X[y < 2], y[y < 2], classes=[0, 1, 2, 3])  # not every class in a batch
+    assert clf.predict_proba(X).shape == (len(X), 4)
+    with pytest.raises(ValueError, match="not in classes"):
+        clf.partial_fit(X, y + 10)
+    with pytest.raises(ValueError, match="differs"):
+        clf.partial_fit(X, y, classes=[0, 1])
+
+
+@pytest.mark.parametrize("labels", [np.array(["coat", "bag", "shirt", "dress"]),
+                                    np.array([-5, 3, 100, 7])])
+def test_any_label_type(labels):
+    X, y = small()
+    clf = SoftmaxMLPClassifier(random_state=0, learning_rate=0.2).fit(X, labels[y])
+    np.testing.assert_array_equal(clf.classes_, np.sort(labels))
+    pred = clf.predict(X)
+    assert set(pred) <= set(labels)
+    assert clf.score(X, labels[y]) > 0.5
+    # predict is the argmax of predict_proba, in the order of classes_
+    np.testing.assert_array_equal(pred, clf.classes_[clf.predict_proba(X).argmax(1)])
+
+
+def test_binary_and_many_features():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((300, 1000))
+    y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    clf = SoftmaxMLPClassifier(random_state=0, epochs=30).fit(X, y)
+    assert clf.predict_proba(X).shape == (300, 2)
+    assert clf.score(X, y) > 0.9
+
+
+def test_early_stopping_records_and_keeps_best():
+    X, y = small(n=1000)
+    clf = SoftmaxMLPClassifier(random_state=0, early_stopping=True, epochs=40,
+                               n_iter_no_change=3, tol=0.0, learning_rate=0.5).fit(X, y)
+    scores = clf.validation_scores_
+    assert len(scores) == clf.n_iter_ == len(clf.loss_curve_)
+    assert clf.best_validation_score_ == max(scores)
+    assert clf.best_loss_ is None
+    # it stopped because the score went 3 epochs without a gain, not at epochs=40
+    assert clf.n_iter_ < 40 and max(scores[-3:]) <= max(scores[:-3])
+
+
+def test_tol_stops_on_training_loss():
+    X, y = small()
+    clf = SoftmaxMLPClassifier(random_state=0, epochs=200, n_iter_no_change=2,
+                               tol=10.0).fit(X, y)
+    # the first epoch improves on "nothing yet"; no later one can gain 10 nats
+    assert clf.n_iter_ == 3
+    assert clf.validation_scores_ is None and clf.best_loss_ == min(clf.loss_curve_)
+
+
+def test_warm_start_continues():
+    X, y = small()
+    clf = SoftmaxMLPClassifier(random_state=0, epochs=2, tol=None, warm_start=True)
+    clf.fit(X, y)
+    first = clf.coefs_[0].copy()
+    clf.fit(X, y)
+    assert clf.n_iter_ == 4 and len(clf.loss_curve_) == 4
+    assert not np.array_equal(first, clf.coefs_[0])
+    cold = SoftmaxMLPClassifier(random_state=0, epochs=2, tol=None).fit(X, y)
+    np.testing.assert_array_equal(cold.coefs_[0], first)
+
+
+def test_pickle_and_save_load_predict_identically(tmp_path):
+    pd = pytest.importorskip("pandas", reason="feature_names_in_ needs a DataFrame (pandas)")
+    X, y = small()
+    frame = pd.DataFrame(X, columns=[f"px{i}" for i in range(X.shape[1])])
+    labels = np.array(["a", "b", "c", "d"], dtype=object)[y]
+    clf = SoftmaxMLPClassifier(random_state=0).fit(frame, labels)
+    np.testing.assert_array_equal(clf.feature_names_in_, frame.columns)
+
+    again = pickle.loads(pickle.dumps(clf))
+    np.testing.assert_array_equal(again.predict_proba(frame), clf.predict_proba(frame))
+
+    clf.save(tmp_path / "model.npz")
+    loaded = SoftmaxMLPClassifier.load(tmp_path / "model.npz")
+    np.testing.assert_array_equal(loaded.predict_proba(frame), clf.predict_proba(frame))
+    np.testing.assert_array_equal(loaded.predict(frame), clf.predict(frame))
+    np.testing.assert_array_equal(loaded.feature_names_in_, clf.feature_names_in_)
+    assert loaded.get_params() == clf.get_params()
+    assert loaded.loss_curve_ == clf.loss_curve_ and loaded.n_iter_ == clf.n_iter_
+    # partial_fit continues the same minibatch orders after a round trip
+    clf.partial_fit(frame, labels)
+    loaded.partial_fit(frame, labels)
+    np.testing.assert_array_equal(loaded.coefs_[0], clf.coefs_[0])
+
+
+def test_load_rejects_other_files(tmp_path):
+    X, y = small()
+    fs.save_params(tmp_path / "params.npz", fs.init_params(20, 4, 4))
+    with pytest.raises(ValueError, match="not a SoftmaxMLPClassifier file"):
+        SoftmaxMLPClassifier.load(tmp_path / "params.npz")
+
+
+def test_sklearn_workflows():
+    X, y = small(n=400)
+    pipe = make_pipeline(StandardScaler(), SoftmaxMLPClassifier(random_state=0))
+    assert pipe.fit(X, y).score(X, y) > 0.6
+
+    scores = cross_val_score(SoftmaxMLPClassifier(random_state=0), X, y, cv=3)
+    assert scores.shape == (3,) and (scores > 0.4).all()
+
+    search = GridSearchCV(SoftmaxMLPClassifier(random_state=0, epochs=5),
+                          {"learning_rate": [1e-4, 0.2], "hidden_size": [8, 16]}, cv=2)
+    search.fit(X, y)
+    assert search.best_params_["learning_rate"] == 0.2  # 1e-4 barely moves in 5 epochs
+    assert len(search.cv_results_["params"]) == 4
+
+    c = clone(SoftmaxMLPClassifier(hidden_size=7, alpha=0.5))
+    assert c.get_params()["hidden_size"] == 7 and not hasattr(c, "coefs_")
+
+
+def test_verbose_prints_a_line_per_epoch(capsys):
+    X, y = small()
+    SoftmaxMLPClassifier(random_state=0, epochs=3, tol=None, verbose=True,
+                         early_stopping=True).fit(X, y)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert all(l.startswith(f"epoch {i + 1}: loss ") and "validation score" in l
+               and l.endswith(" s") for i, l in enumerate(lines))
+
+
+def test_divergence_warns_and_keeps_finite_weights():
+    X, y = small()
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        clf = SoftmaxMLPClassifier(random_state=0, learning_rate=1e3, alpha=1.0).fit(X, y)
+    assert clf.diverged_
+    assert all(np.isfinite(w).all() for w in clf.coefs_ + clf.intercepts_)
+    assert clf.n_iter_ == len(clf.loss_curve_) == 0  # it blew up within the first epoch
+
+
+@pytest.mark.parametrize("param, value", [
+    ("hidden_size", 0), ("batch_size", 0), ("learning_rate", 0.0), ("learning_rate", np.inf),
+    ("epochs", 0), ("alpha", -1.0), ("dtype", "int32"), ("backend", "cuda"),
+    ("validation_fraction", 1.0), ("n_iter_no_change", 0), ("tol", -1.0),
+    ("shuffle", "yes"), ("random_state", "seed"),
+])
+def test_bad_hyperparameters_name_the_parameter(param, value):
+    X, y = small()
+    with pytest.raises(ValueError, match=param):
+        SoftmaxMLPClassifier(**{param: value}).fit(X, y)
+
+
+def test_bad_input_and_nothing_half_fitted():
+    X, y = small()
+    with pytest.raises(NotFittedError):
+        SoftmaxMLPClassifier().predict(X)
+    clf = SoftmaxMLPClassifier(random_state=0).fit(X, y)
+    before = pickle.dumps(clf)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        clf.fit(bad, y)
+    with pytest.raises(ValueError, match="only one class"):
+        clf.fit(X, np.zeros(len(X)))
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(X[:, :5])
+    with pytest.raises(ValueError, match="learning_rate"):
+        clf.set_params(learning_rate=-1).fit(X, y)
+    clf.set_params(learning_rate=0.05)
+    assert pickle.dumps(clf) == before  # every failed fit left the model as it was
+
+
+def test_import_does_not_need_sklearn():
+    code = ("import sys; sys.modules['sklearn'] = None\n"
+            "import fastsoftmax as fs\n"
+            "try:\n    fs.SoftmaxMLPClassifier\nexcept ImportError as e:\n    print(e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "pip install 'fastsoftmax[sklearn]'" in out
+
+
+@pytest.mark.realdata
+def test_real_data_documented_configuration(real_data):
+    # The configuration the README documents for the estimator.
+    clf = SoftmaxMLPClassifier(hidden_size=128, batch_size=32, learning_rate=0.1, epochs=10,
+                               alpha=1e-4, random_state=0)
+    clf.fit(real_data.train_images / 255.0, real_data.train_labels)
+    accuracy = clf.score(real_data.test_images / 255.0, real_data.test_labels)
+    assert accuracy >= 0.87, accuracy
