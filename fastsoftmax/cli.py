@@ -17,7 +17,7 @@ import numpy as np
 
 from . import grid as gridmod
 from .checks import check_X
-from .data import CLASS_NAMES, DataError, load_fashion_mnist
+from .data import CLASS_NAMES, DataError, load_fashion_mnist, train_val_split
 from .params import save_params
 from .sweep import Record, run_sweep
 from .trainer import predict
@@ -296,13 +296,10 @@ def _main(argv) -> int:
     images, labels = ds.train_images, ds.train_labels
     if args.limit is not None:
         images, labels = images[:args.limit], labels[:args.limit]
-    n = len(labels)
-    n_val = int(round(n * args.val_fraction))
-    if not 0 < n_val < n:
-        raise UsageError(f"--val-fraction {args.val_fraction} leaves no training or "
-                         f"validation examples out of {n}")
-    perm = np.random.default_rng(np.random.SeedSequence([args.seed, 1])).permutation(n)
-    tr, va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
+    try:
+        tr, va = train_val_split(len(labels), args.val_fraction, args.seed)
+    except ValueError as exc:
+        raise UsageError(f"--val-fraction: {exc}") from None
     X, y = check_X(images[tr], dtype), labels[tr]
     Xv, yv = check_X(images[va], dtype), labels[va]
 

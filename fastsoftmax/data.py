@@ -290,3 +290,18 @@ def load_fashion_mnist(data_dir=None, *, download: bool = True) -> Dataset:
         "`sudo apt-get install dataset-fashion-mnist`; or pass data_dir=DIR (CLI: --data DIR) "
         "naming a folder with the four files; or set FASTSOFTMAX_DATA=DIR; or allow "
         "download=True with internet access.")
+
+
+def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``range(n)`` into training and validation indices.
+
+    Returns (train, val): sorted int64 index arrays, ``round(n * val_fraction)``
+    of them for validation.  The same (n, val_fraction, seed) always gives the
+    same split, so every configuration of a sweep sees the same data.
+    """
+    n_val = int(round(n * val_fraction))
+    if not 0 < n_val < n:
+        raise ValueError(f"val_fraction {val_fraction} leaves no training or validation "
+                         f"examples out of {n}")
+    perm = np.random.default_rng(np.random.SeedSequence([seed, 1])).permutation(n)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

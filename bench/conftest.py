@@ -1,0 +1,64 @@
+"""Benchmark setup: the real data, honest thread control, and the machine's GEMM limit.
+
+Run with ``python -m pytest bench/`` (see README.md, "Speed").  Every
+single-configuration benchmark runs on ONE thread for every library: BLAS via
+threadpoolctl, torch via set_num_threads, numba via set_num_threads, and XLA via
+the flags below, which must be set before JAX is imported.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
+                                   "intra_op_parallelism_threads=1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+import fastsoftmax as fs  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def train_set():
+    """The real training set as the models see it: (60000, 784) float32 in [0, 1], int64 labels."""
+    try:
+        data = fs.load_fashion_mnist(download=False)
+    except FileNotFoundError as exc:
+        pytest.skip(f"the benchmarks need the real Fashion-MNIST "
+                    f"(apt-get install dataset-fashion-mnist): {exc}")
+    X = (data.train_images / np.float32(255)).astype(np.float32)
+    return X, data.train_labels.astype(np.int64)
+
+
+@pytest.fixture
+def one_thread():
+    """Hold every library we can reach to one thread for the benchmark."""
+    import numba
+
+    numba.set_num_threads(1)
+    try:
+        import torch
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+    except ImportError:
+        torch = None
+    with threadpool_limits(1):
+        yield
+    if torch is not None:
+        torch.set_num_threads(torch_threads)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def pytest_report_header(config):
+    import platform
+
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return [f"machine: {os.cpu_count()} cores, {cpu}, {platform.python_implementation()} "
+            f"{platform.python_version()}",
+            f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, "
+            f"XLA_FLAGS={os.environ.get('XLA_FLAGS')}"]

@@ -1,0 +1,254 @@
+"""One epoch of the same model, written as each tool's users would write it.
+
+Every implementation trains the network of fastsoftmax.reference (784 -> H ReLU
+-> 10 softmax, mean cross-entropy + (alpha/2)(||W1||^2 + ||W2||^2), plain SGD)
+from the same initial weights, one epoch per ``epoch()`` call, the last
+smaller minibatch included.  ``make(name, X, y, H, B)`` builds one; a peer that
+is not installed raises ``Missing`` with the reason, which the benchmarks
+report as a skip.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+import fastsoftmax as fs
+from fastsoftmax import kernels
+
+LEARNING_RATE = 0.05
+ALPHA = 1e-4
+SEED = 0
+
+
+class Missing(Exception):
+    """A peer library is not installed (the message says which and how)."""
+
+
+def _need(module: str, extra: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise Missing(f"{module} is not installed ({extra}): {exc}") from None
+
+
+def model_flops_per_sample(H: int) -> int:
+    """Forward + backward FLOPs of one training sample (the issue's count)."""
+    return 4 * 784 * H + 6 * 10 * H
+
+
+class Fastsoftmax:
+    """fastsoftmax's compiled epoch (numba), the kernel-form weights kept between epochs."""
+
+    def __init__(self, X, y, H, B):
+        self.X, self.y, self.B, self.H = X, y, B, H
+        self.state = kernels.to_kernel(fs.init_params(X.shape[1], H, 10, seed=SEED,
+                                                      dtype=X.dtype))
+        self.orders = fs.minibatch_orders(len(X), 1, SEED)
+        dt = X.dtype.type
+        self.lr, self.alpha = dt(LEARNING_RATE), dt(ALPHA)
+
+    def epoch(self):
+        return kernels._train_epoch(self.X, self.y, self.orders[0], self.B, self.lr,
+                                    self.alpha, *self.state)
+
+
+class NumpyReference:
+    """fastsoftmax.reference: the plain NumPy loop a user would write by hand."""
+
+    def __init__(self, X, y, H, B):
+        self.X, self.y, self.B = X, y, B
+        self.params = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
+        self.order = fs.minibatch_orders(len(X), 1, SEED)[0]
+
+    def epoch(self):
+        self.params, loss, _ = fs.reference.train_epoch(self.params, self.X, self.y,
+                                                        self.order, self.B,
+                                                        LEARNING_RATE, ALPHA)
+        return loss
+
+
+class TorchIdiomatic:
+    """nn.Sequential + CrossEntropyLoss + optim.SGD, L2 on the weights via weight_decay."""
+
+    def __init__(self, X, y, H, B):
+        torch = self.torch = _need("torch", "pip install torch==2.13.0")
+        nn = torch.nn
+        p = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=np.float32)
+        self.model = nn.Sequential(nn.Linear(X.shape[1], H), nn.ReLU(), nn.Linear(H, 10))
+        with torch.no_grad():  # nn.Linear stores W as (out, in)
+            self.model[0].weight.copy_(torch.from_numpy(p.W1.T.copy()))
+            self.model[0].bias.zero_()
+            self.model[2].weight.copy_(torch.from_numpy(p.W2.T.copy()))
+            self.model[2].bias.zero_()
+        weights = [self.model[0].weight, self.model[2].weight]
+        biases = [self.model[0].bias, self.model[2].bias]
+        # weight_decay adds alpha*W to the gradient: the gradient of (alpha/2)||W||^2.
+        self.opt = torch.optim.SGD([{"params": weights, "weight_decay": ALPHA},
+                                    {"params": biases, "weight_decay": 0.0}],
+                                   lr=LEARNING_RATE, momentum=0.0)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+        self.B = B
+        self.order = torch.from_numpy(fs.minibatch_orders(len(X), 1, SEED)[0])
+
+    def epoch(self):
+        for start in range(0, len(self.order), self.B):
+            idx = self.order[start:start + self.B]
+            self.opt.zero_grad()
+            loss = self.loss_fn(self.model(self.X[idx]), self.y[idx])
+            loss.backward()
+            self.opt.step()
+        return float(loss.detach())
+
+
+class TorchManual:
+    """A hand-written tensor loop: explicit forward and backward, no autograd."""
+
+    def __init__(self, X, y, H, B):
+        torch = self.torch = _need("torch", "pip install torch==2.13.0")
+        p = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=np.float32)
+        self.W1, self.b1, self.W2, self.b2 = (torch.from_numpy(a.copy()) for a in p)
+        self.X, self.y, self.B = torch.from_numpy(X), torch.from_numpy(y), B
+        self.order = torch.from_numpy(fs.minibatch_orders(len(X), 1, SEED)[0])
+
+    def epoch(self):
+        torch = self.torch
+        W1, b1, W2, b2 = self.W1, self.b1, self.W2, self.b2
+        with torch.no_grad():
+            for start in range(0, len(self.order), self.B):
+                idx = self.order[start:start + self.B]
+                x, t = self.X[idx], self.y[idx]
+                n = x.shape[0]
+                a = torch.relu(torch.addmm(b1, x, W1))          # (n, H)
+                z = torch.addmm(b2, a, W2)                       # (n, 10)
+                g = torch.softmax(z, dim=1)                      # dL/dz = (p - onehot)/n
+                g[torch.arange(n), t] -= 1.0
+                g /= n
+                gW2 = a.T @ g + ALPHA * W2
+                da = (g @ W2.T) * (a > 0)
+                gW1 = x.T @ da + ALPHA * W1
+                W1 -= LEARNING_RATE * gW1
+                b1 -= LEARNING_RATE * da.sum(0)
+                W2 -= LEARNING_RATE * gW2
+                b2 -= LEARNING_RATE * g.sum(0)
+        return 0.0
+
+
+def _jax_step():
+    jax = _need("jax", "pip install jax")
+    jnp = jax.numpy
+
+    def loss(params, x, t):
+        W1, b1, W2, b2 = params
+        a = jax.nn.relu(x @ W1 + b1)
+        z = a @ W2 + b2
+        ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), t[:, None], axis=1))
+        return ce + 0.5 * ALPHA * (jnp.sum(W1 * W1) + jnp.sum(W2 * W2))
+
+    def step(params, batch, lr):
+        x, t = batch
+        grads = jax.grad(loss)(params, x, t)
+        return tuple(p - lr * g for p, g in zip(params, grads))
+
+    return jax, jnp, step
+
+
+class JaxScan:
+    """A jitted epoch: lax.scan over the full minibatches, one more step for the rest."""
+
+    def __init__(self, X, y, H, B):
+        jax, jnp, step = _jax_step()
+        self.jax = jax
+        n_full = len(X) // B
+        order = fs.minibatch_orders(len(X), 1, SEED)[0]
+        full, rest = order[:n_full * B], order[n_full * B:]
+        self.xs = jnp.asarray(X[full].reshape(n_full, B, -1))
+        self.ts = jnp.asarray(y[full].reshape(n_full, B))
+        self.rest = (jnp.asarray(X[rest]), jnp.asarray(y[rest])) if len(rest) else None
+        self.params = tuple(jnp.asarray(a) for a in fs.init_params(X.shape[1], H, 10,
+                                                                   seed=SEED, dtype=X.dtype))
+
+        def scan_epoch(params, xs, ts):
+            return jax.lax.scan(lambda p, b: (step(p, b, LEARNING_RATE), None),
+                                params, (xs, ts))[0]
+
+        self.scan_epoch = jax.jit(scan_epoch)
+        self.last = jax.jit(lambda p, x, t: step(p, (x, t), LEARNING_RATE))
+
+    def epoch(self):
+        params = self.scan_epoch(self.params, self.xs, self.ts)
+        if self.rest is not None:
+            params = self.last(params, *self.rest)
+        self.params = self.jax.block_until_ready(params)
+        return 0.0
+
+
+class JaxVmap(JaxScan):
+    """JAX's way to grid-search: vmap the jitted epoch over C configurations
+    (here learning rates) that share one minibatch order."""
+
+    def __init__(self, X, y, H, B, n_configs=4):
+        jax, jnp, step = _jax_step()
+        self.jax = jax
+        n_full = len(X) // B
+        order = fs.minibatch_orders(len(X), 1, SEED)[0]
+        full, rest = order[:n_full * B], order[n_full * B:]
+        self.xs = jnp.asarray(X[full].reshape(n_full, B, -1))
+        self.ts = jnp.asarray(y[full].reshape(n_full, B))
+        self.rest = (jnp.asarray(X[rest]), jnp.asarray(y[rest])) if len(rest) else None
+        one = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
+        self.params = tuple(jnp.asarray(np.stack([a] * n_configs)) for a in one)
+        self.lrs = jnp.asarray(LEARNING_RATE * 2.0 ** -np.arange(n_configs), X.dtype)
+
+        def scan_epoch(params, lr, xs, ts):
+            return jax.lax.scan(lambda p, b: (step(p, b, lr), None), params, (xs, ts))[0]
+
+        over_configs = jax.vmap(scan_epoch, in_axes=(0, 0, None, None))
+        self.epoch_all = jax.jit(over_configs)
+        self.last = jax.jit(jax.vmap(lambda p, lr, x, t: step(p, (x, t), lr),
+                                     in_axes=(0, 0, None, None)))
+        self.n_configs = n_configs
+
+    def epoch(self):
+        params = self.epoch_all(self.params, self.lrs, self.xs, self.ts)
+        if self.rest is not None:
+            params = self.last(params, self.lrs, *self.rest)
+        self.params = self.jax.block_until_ready(params)
+        return 0.0
+
+
+class SklearnMLP:
+    """MLPClassifier(solver="sgd", momentum=0): one partial_fit call is one epoch.
+
+    Its L2 term is alpha * ||W||^2 / (2 * batch), so its alpha is ours times B.
+    It draws its own initialisation and order (it offers no way to pass ours).
+    """
+
+    def __init__(self, X, y, H, B):
+        nn = _need("sklearn.neural_network", "pip install scikit-learn")
+        self.clf = nn.MLPClassifier(hidden_layer_sizes=(H,), solver="sgd", batch_size=B,
+                                    learning_rate_init=LEARNING_RATE, momentum=0.0,
+                                    nesterovs_momentum=False, alpha=ALPHA * B, shuffle=True,
+                                    random_state=SEED)
+        self.X, self.y = X, y
+        self.classes = np.arange(10)
+
+    def epoch(self):
+        self.clf.partial_fit(self.X, self.y, classes=self.classes)
+        return self.clf.loss_
+
+
+PEERS = {
+    "fastsoftmax": Fastsoftmax,
+    "numpy-reference": NumpyReference,
+    "jax-scan": JaxScan,
+    "torch-idiomatic": TorchIdiomatic,
+    "torch-manual": TorchManual,
+    "sklearn-mlp": SklearnMLP,
+}
+
+
+def make(name: str, X, y, H: int, B: int):
+    return PEERS[name](X, y, H, B)

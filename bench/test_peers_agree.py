@@ -1,0 +1,43 @@
+"""The peers train the same model: one epoch from the same weights and order
+gives the reference's weights (a guard that the benchmarks compare like with like).
+
+scikit-learn's MLPClassifier is left out: it draws its own initialisation and
+order, so only its loss scale can be compared, which test_epoch's numbers show.
+"""
+
+import numpy as np
+import pytest
+
+import fastsoftmax as fs
+from peers import JaxScan, Missing, NumpyReference, TorchIdiomatic, TorchManual, Fastsoftmax
+
+
+def _weights(impl):
+    if isinstance(impl, Fastsoftmax):
+        return fs.kernels.from_kernel(*impl.state, impl.H)
+    if isinstance(impl, NumpyReference):
+        return impl.params
+    if isinstance(impl, TorchIdiomatic):
+        m = impl.model
+        return fs.Params(m[0].weight.detach().numpy().T, m[0].bias.detach().numpy(),
+                         m[2].weight.detach().numpy().T, m[2].bias.detach().numpy())
+    if isinstance(impl, TorchManual):
+        return fs.Params(*(t.numpy() for t in (impl.W1, impl.b1, impl.W2, impl.b2)))
+    return fs.Params(*(np.asarray(a) for a in impl.params))
+
+
+@pytest.mark.parametrize("peer", [Fastsoftmax, JaxScan, TorchIdiomatic, TorchManual])
+def test_one_epoch_matches_reference(peer):
+    rng = np.random.default_rng(0)
+    X = (rng.random((1000, 784)) * (rng.random((1000, 784)) < 0.5)).astype(np.float32)
+    y = rng.integers(0, 10, 1000)
+    ref = NumpyReference(X, y, 24, 64)
+    ref.epoch()
+    try:
+        impl = peer(X, y, 24, 64)
+    except Missing as exc:
+        pytest.skip(str(exc))
+    impl.epoch()
+    for name, a, b in zip(fs.Params._fields, _weights(impl), ref.params):
+        scale = np.abs(b).max()
+        assert np.abs(a - b).max() <= 1e-4 * scale, name
