@@ -1,0 +1,144 @@
+"""Turn a pytest-benchmark JSON file into a markdown table of ratios and a PNG chart.
+
+    python -m pytest bench/ --benchmark-json=bench/results.json
+    python bench/report.py bench/results.json --markdown bench/results.md --png bench/results.png
+
+Every ratio compares numbers measured in the same run: fastsoftmax's samples/s
+over each peer's, per (hidden size, batch size) cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+PEER_ORDER = ["fastsoftmax", "jax-scan", "jax-vmap", "numpy-reference", "torch-manual",
+              "torch-idiomatic", "sklearn-mlp"]
+
+
+def load(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        benches = data["benchmarks"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise SystemExit(f"report.py: {path}: not a pytest-benchmark JSON file ({exc})")
+    return data, benches
+
+
+def epoch_table(benches) -> tuple[dict, list]:
+    """{(H, B): {peer: samples_per_s}} and the peers present, in display order."""
+    cells = defaultdict(dict)
+    for b in benches:
+        if not b["name"].startswith("test_epoch"):
+            continue
+        p = b["params"]
+        peer = p.get("peer", "jax-vmap")
+        cells[(p["H"], p["B"])][peer] = b["extra_info"]["samples_per_s"]
+    present = [p for p in PEER_ORDER if any(p in c for c in cells.values())]
+    return dict(sorted(cells.items())), present
+
+
+def gemm(benches) -> dict:
+    return {b["params"]["threads"]: b["extra_info"]["gflops"]
+            for b in benches if b["name"].startswith("test_gemm")}
+
+
+def sweeps(benches) -> dict:
+    out = {}
+    for b in benches:
+        if b["name"].startswith("test_sweep_fastsoftmax"):
+            out[f"fastsoftmax, {b['params']['workers']} thread(s)"] = b["stats"]["min"]
+        elif b["name"].startswith("test_sweep_numpy"):
+            out["NumPy reference loop, 1 thread"] = b["stats"]["min"]
+    return out
+
+
+def markdown(data, benches) -> str:
+    cells, peers = epoch_table(benches)
+    flops = {}
+    for b in benches:
+        if b["name"].startswith("test_epoch") and b["params"].get("peer", "") == "fastsoftmax":
+            flops[(b["params"]["H"], b["params"]["B"])] = b["extra_info"]["model_gflops"]
+    g = gemm(benches)
+    machine = data.get("machine_info", {})
+    lines = [f"Run {data.get('datetime', '?')[:19]}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
+             f"{machine.get('cpu', {}).get('count', '?')} cores; one thread per implementation "
+             "for the epoch table.", ""]
+    if cells:
+        lines += ["One epoch on the 60,000 training images, float32: fastsoftmax's samples/s, "
+                  "and how many times faster it is than each peer (jax-vmap trains 4 "
+                  "configurations at once and is counted in aggregate samples/s).", ""]
+        head = ["H", "B", "fastsoftmax samples/s"] + [f"x {p}" for p in peers if p != "fastsoftmax"]
+        if g.get(1):
+            head.append("% of 1-thread GEMM")
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for (H, B), row in cells.items():
+            ours = row.get("fastsoftmax")
+            cols = [str(H), str(B), f"{ours / 1e6:.2f}M" if ours else "-"]
+            for p in peers:
+                if p == "fastsoftmax":
+                    continue
+                cols.append(f"{ours / row[p]:.2f}" if ours and p in row else "skipped")
+            if g.get(1):
+                cols.append(f"{100 * flops.get((H, B), 0) / g[1]:.0f}%")
+            lines.append("| " + " | ".join(cols) + " |")
+        lines.append("")
+    if g:
+        lines += ["float32 GEMM 4096 x 4096 (NumPy's BLAS): " +
+                  ", ".join(f"{t} thread(s) {v:.0f} GFLOP/s" for t, v in sorted(g.items())), ""]
+    s = sweeps(benches)
+    if s:
+        lines += ["Default sweep, 72 configurations, 48,000 / 12,000 images, wall time:", ""]
+        base = s.get("fastsoftmax, 2 thread(s)")
+        for name, t in s.items():
+            ratio = f" ({t / base:.1f}x fastsoftmax on 2 threads)" if base and t != base else ""
+            lines.append(f"- {name}: {t:.1f} s{ratio}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def chart(benches, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells, peers = epoch_table(benches)
+    if not cells:
+        raise SystemExit("report.py: no epoch benchmarks in the file; nothing to plot")
+    fig, ax = plt.subplots(figsize=(11, 4.5))
+    width = 0.8 / len(peers)
+    for k, peer in enumerate(peers):
+        xs = [i + k * width for i in range(len(cells))]
+        ys = [row.get(peer, 0) / 1e6 for row in cells.values()]
+        ax.bar(xs, ys, width, label=peer)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(cells))])
+    ax.set_xticklabels([f"H={H}\nB={B}" for H, B in cells])
+    ax.set_ylabel("training samples / s (millions), one thread")
+    ax.set_title("One epoch of Fashion-MNIST, float32 (higher is better)")
+    ax.legend(ncol=4, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("json", type=Path)
+    ap.add_argument("--markdown", type=Path, help="write the table here (default: stdout)")
+    ap.add_argument("--png", type=Path, help="write the bar chart here")
+    args = ap.parse_args(argv)
+    data, benches = load(args.json)
+    text = markdown(data, benches)
+    if args.markdown:
+        args.markdown.write_text(text + "\n")
+    else:
+        sys.stdout.write(text + "\n")
+    if args.png:
+        chart(benches, args.png)
+
+
+if __name__ == "__main__":
+    main()
