@@ -155,18 +155,24 @@ def _jax_step():
     return jax, jnp, step
 
 
+def _jax_batches(jnp, X, y, B):
+    """The epoch's minibatches in our order: (n_full, B, D) and (n_full, B) stacks for
+    lax.scan, and the last, smaller minibatch (or None)."""
+    n_full = len(X) // B
+    order = fs.minibatch_orders(len(X), 1, SEED)[0]
+    full, rest = order[:n_full * B], order[n_full * B:]
+    xs = jnp.asarray(X[full].reshape(n_full, B, -1))
+    ts = jnp.asarray(y[full].reshape(n_full, B))
+    return xs, ts, ((jnp.asarray(X[rest]), jnp.asarray(y[rest])) if len(rest) else None)
+
+
 class JaxScan:
     """A jitted epoch: lax.scan over the full minibatches, one more step for the rest."""
 
     def __init__(self, X, y, H, B):
         jax, jnp, step = _jax_step()
         self.jax = jax
-        n_full = len(X) // B
-        order = fs.minibatch_orders(len(X), 1, SEED)[0]
-        full, rest = order[:n_full * B], order[n_full * B:]
-        self.xs = jnp.asarray(X[full].reshape(n_full, B, -1))
-        self.ts = jnp.asarray(y[full].reshape(n_full, B))
-        self.rest = (jnp.asarray(X[rest]), jnp.asarray(y[rest])) if len(rest) else None
+        self.xs, self.ts, self.rest = _jax_batches(jnp, X, y, B)
         self.params = tuple(jnp.asarray(a) for a in fs.init_params(X.shape[1], H, 10,
                                                                    seed=SEED, dtype=X.dtype))
 
@@ -192,12 +198,7 @@ class JaxVmap(JaxScan):
     def __init__(self, X, y, H, B, n_configs=4):
         jax, jnp, step = _jax_step()
         self.jax = jax
-        n_full = len(X) // B
-        order = fs.minibatch_orders(len(X), 1, SEED)[0]
-        full, rest = order[:n_full * B], order[n_full * B:]
-        self.xs = jnp.asarray(X[full].reshape(n_full, B, -1))
-        self.ts = jnp.asarray(y[full].reshape(n_full, B))
-        self.rest = (jnp.asarray(X[rest]), jnp.asarray(y[rest])) if len(rest) else None
+        self.xs, self.ts, self.rest = _jax_batches(jnp, X, y, B)
         one = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
         self.params = tuple(jnp.asarray(np.stack([a] * n_configs)) for a in one)
         self.lrs = jnp.asarray(LEARNING_RATE * 2.0 ** -np.arange(n_configs), X.dtype)

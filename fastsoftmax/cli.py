@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import grid as gridmod
+from .atomic import atomic_open
 from .checks import check_X
 from .data import CLASS_NAMES, DataError, load_fashion_mnist, train_val_split
 from .params import save_params
@@ -130,14 +131,8 @@ def _check_args(args):
 
 
 def _atomic_write(path: Path, text: str):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as f:
+        f.write(text)
 
 
 def _read_records(path: Path) -> list[Record]:

@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from .atomic import atomic_open
 from .checks import (check_dtype, check_nonnegative_float, check_positive_float,
                      check_positive_int)
 from .params import Params, _seed_streams, init_params
@@ -367,10 +368,6 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         Holds the weights, classes_, the hyperparameters, feature names and the
         training record; :meth:`load` reads it back.
         """
-        import os
-        import tempfile
-        from pathlib import Path
-
         check_is_fitted(self, "params_")
         classes = np.asarray(self.classes_)
         if classes.dtype == object:  # e.g. strings from a DataFrame; store without pickle
@@ -390,15 +387,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         arrays = dict(self.params_._asdict(), classes=classes, meta=np.asarray(json.dumps(meta)))
         if hasattr(self, "feature_names_in_"):
             arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist())
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path) -> "SoftmaxMLPClassifier":

@@ -108,19 +108,10 @@ def save_params(path, params: Params) -> None:
     The file is written next to ``path`` under a temporary name and renamed,
     so a crash never leaves a half-written file under the real name.
     """
-    import os
-    import tempfile
-    from pathlib import Path
+    from .atomic import atomic_open
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{name: np.ascontiguousarray(a) for name, a in params._asdict().items()})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **{name: np.ascontiguousarray(a) for name, a in params._asdict().items()})
 
 
 def load_params(path) -> Params:
