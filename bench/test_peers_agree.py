@@ -14,7 +14,7 @@ from peers import JaxScan, Missing, NumpyReference, TorchIdiomatic, TorchManual,
 
 def _weights(impl):
     if isinstance(impl, Fastsoftmax):
-        return fs.kernels.from_kernel(*impl.state, impl.H)
+        return fs.kernels.from_kernel(*impl.state, impl.X.shape[1], impl.H)
     if isinstance(impl, NumpyReference):
         return impl.params
     if isinstance(impl, TorchIdiomatic):

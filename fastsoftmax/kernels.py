@@ -2,14 +2,21 @@
 
 Internal layout (the "kernel form" of a Params):
 
-- ``W1T`` (Hp, D): W1 transposed, C-ordered, so every dot product and every
-  gradient row runs along the contiguous 784-long axis;
+- ``W1`` (Dp, Hp), C-ordered, so a row of hidden units is contiguous: the
+  SIMD vectors of :mod:`fastsoftmax._tile` run along it;
 - ``b1`` (Hp,), ``W2`` (Hp, K), ``b2`` (K,);
-- ``Hp`` is the hidden size rounded up to a multiple of ``HIDDEN_TILE``.  The extra
-  hidden units have zero weights and bias: their activation is relu(0) = 0,
-  their gradient is 0 and L2 keeps 0 at 0, so padding is exact and the
-  kernels need no tail code.  Minibatches are padded the same way, with
-  rows whose loss weight and gradient are zero.
+- ``Hp`` is the hidden size rounded up to a multiple of ``HIDDEN_TILE`` and
+  ``Dp`` the number of features rounded up to a multiple of ``_tile.ROWS``.
+  The extra hidden units and features have zero weights: an extra hidden unit
+  has activation relu(0) = 0 and gradient 0, an extra feature is 0 in every
+  sample, and L2 keeps 0 at 0, so padding is exact and the kernels need no
+  tail code.  Minibatches are padded the same way, with zero samples whose
+  loss weight and gradient are zero.
+
+Each minibatch is first copied into a contiguous block ``Xb`` (np, Dp), so
+both big products read rows at a fixed stride: the forward pass
+``A = Xb W1`` and the update ``W1 = (1 - lr alpha) W1 - lr Xb^T dA`` are both
+tiles of :func:`fastsoftmax._tile.tile2` (the gradient of W1 is never stored).
 
 The private ``_`` kernels take only arrays and scalars of the model's dtype
 and allocate only once per call (never per minibatch).  The public wrappers
@@ -22,16 +29,23 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
+from ._tile import ROWS, VECTOR_BYTES, tile1, tile2
 from .params import Params
 
-SAMPLE_TILE = 4  # samples per register tile; minibatches are padded to a multiple
-HIDDEN_TILE = 2  # hidden units per register tile; Hp is a multiple
+SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
+HIDDEN_TILE = 8  # Hp is a multiple: whole float32 (8) and float64 (4) vectors
 
 
 @jit
 def pad_samples(n):
     """n rounded up to a multiple of SAMPLE_TILE (callable from Python and kernels)."""
     return -(-n // SAMPLE_TILE) * SAMPLE_TILE
+
+
+@jit
+def pad_features(n):
+    """n rounded up to a multiple of the tile's rows (features are rows of the update)."""
+    return -(-n // ROWS) * ROWS
 
 
 def pad_hidden(n):
@@ -43,48 +57,56 @@ def pad_hidden(n):
 
 
 @jit
-def _forward(X, rows, n, W1T, b1, W2, b2, A, Z):
-    """Hidden pre-activations and logits of the samples ``X[rows[:n]]``.
+def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
+    """out[r, j] = beta out[r, j] + gamma sum_k a[r a_ss + k a_sk] b[k b_sk + j].
 
-    rows: (>= pad_samples(n),) int64, entries past n repeat a valid row
+    a, b, out: 1-D views of C-ordered arrays (offsets and strides in elements);
+    r < n_rows (a multiple of ROWS), j < width (a multiple of the vector lanes).
+    Two-vector tiles cover the width, a one-vector tile the rest.
+    """
+    lanes = VECTOR_BYTES // a.itemsize
+    for r in range(0, n_rows, ROWS):
+        j = 0
+        while j + 2 * lanes <= width:
+            tile2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+            j += 2 * lanes
+        if j < width:
+            tile1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+
+
+@jit
+def _gather(X, rows, n, Xb):
+    """Xb[i, :D] = X[rows[i]] for i < n; rows n .. pad_samples(n) of Xb zeroed.
+
+    Xb (>= pad_samples(n), Dp): its columns D .. Dp stay as allocated (zero).
+    """
+    D = X.shape[1]
+    zero = Xb.dtype.type(0)
+    for i in range(n):
+        x = X[rows[i]]
+        xb = Xb[i]
+        for d in range(D):
+            xb[d] = x[d]
+    for i in range(n, pad_samples(n)):
+        for d in range(Xb.shape[1]):
+            Xb[i, d] = zero
+
+
+@jit
+def _forward(Xb, n, W1, b1, W2, b2, A, Z):
+    """Hidden pre-activations and logits of the gathered samples ``Xb[:n]``.
+
+    Xb: (>= pad_samples(n), Dp), rows past n zero
     A: (>= pad_samples(n), Hp) out, x W1 + b1      Z: (>= n, K) out, relu(A) W2 + b2
     """
-    Hp, D = W1T.shape
+    Dp, Hp = W1.shape
     K = W2.shape[1]
-    for i in range(0, n, SAMPLE_TILE):
-        x0 = X[rows[i]]
-        x1 = X[rows[i + 1]]
-        x2 = X[rows[i + 2]]
-        x3 = X[rows[i + 3]]
-        for j in range(0, Hp, HIDDEN_TILE):
-            # 4 samples x 2 hidden units: each loaded W1 value serves 4 dot
-            # products.  8 vector accumulators keep both FMA pipes busy
-            # without spilling AVX2's 16 registers (a 4x4 tile spilled and
-            # ran at 2/3 of this speed).
-            w0 = W1T[j]
-            w1 = W1T[j + 1]
-            a00 = a01 = a10 = a11 = W1T.dtype.type(0)
-            a20 = a21 = a30 = a31 = a00
-            for d in range(D):
-                v0 = w0[d]
-                v1 = w1[d]
-                a00 += x0[d] * v0
-                a01 += x0[d] * v1
-                a10 += x1[d] * v0
-                a11 += x1[d] * v1
-                a20 += x2[d] * v0
-                a21 += x2[d] * v1
-                a30 += x3[d] * v0
-                a31 += x3[d] * v1
-            A[i, j] = a00 + b1[j]
-            A[i, j + 1] = a01 + b1[j + 1]
-            A[i + 1, j] = a10 + b1[j]
-            A[i + 1, j + 1] = a11 + b1[j + 1]
-            A[i + 2, j] = a20 + b1[j]
-            A[i + 2, j + 1] = a21 + b1[j + 1]
-            A[i + 3, j] = a30 + b1[j]
-            A[i + 3, j + 1] = a31 + b1[j + 1]
+    npad = pad_samples(n)
+    _tiles(Xb.ravel(), Dp, 1, npad, W1.ravel(), Hp, Dp, A.ravel(), Hp, Hp,
+           W1.dtype.type(0), W1.dtype.type(1))
     for i in range(n):
+        for j in range(Hp):
+            A[i, j] += b1[j]
         for k in range(K):
             Z[i, k] = b2[k]
         for j in range(Hp):
@@ -131,33 +153,45 @@ def _xent_grad(Z, y, rows, n, G):
     return total
 
 
+NORM_CHUNK = 1024  # elements summed in the array's dtype before joining the float64 total
+
+
 @jit
 def _squared_norm(W):
-    s = 0.0
-    for v in W.ravel():
-        s += v * v
-    return s
+    """Sum of squares of W, as float64.
+
+    Each chunk is summed in W's own dtype, which LLVM vectorises; widening every
+    float32 element to float64 first made this per-minibatch pass over W1 cost
+    as much as the cross-entropy.  The chunks join a float64 total.
+    """
+    w = W.ravel()
+    total = 0.0
+    for start in range(0, w.shape[0], NORM_CHUNK):
+        s = w.dtype.type(0)
+        for t in range(start, min(start + NORM_CHUNK, w.shape[0])):
+            s += w[t] * w[t]
+        total += s
+    return total
 
 
 @jit
-def _backward(X, rows, n, W1T, W2, alpha, A, G, dA, gW1T, gb1, gW2, gb2):
-    """Gradients of the minibatch loss (mean cross-entropy + L2) from A and G.
+def _backward(n, W2, alpha, A, G, dA, gb1, gW2, gb2):
+    """Gradients of the minibatch loss, all but W1's, from A and G.
 
     A: (>= np, Hp) pre-activations, G: (>= np, K) d loss / d logits (zero past n),
-    dA: (>= np, Hp) scratch; gW1T (Hp, D), gb1 (Hp,), gW2 (Hp, K), gb2 (K,) out.
-    np = pad_samples(n).
+    dA: (>= np, Hp) out, d loss / d pre-activations (zero past n); gb1 (Hp,),
+    gW2 (Hp, K), gb2 (K,) out.  np = pad_samples(n).  W1's gradient,
+    Xb^T dA + alpha W1, is applied by :func:`_w1_update` without being stored.
     """
-    Hp, D = W1T.shape
-    K = W2.shape[1]
-    npad = pad_samples(n)
-    zero = W1T.dtype.type(0)
+    Hp, K = W2.shape
+    zero = W2.dtype.type(0)
     for k in range(K):
         gb2[k] = zero
     for j in range(Hp):
         for k in range(K):
             gW2[j, k] = alpha * W2[j, k]
         gb1[j] = zero
-    for i in range(npad):
+    for i in range(pad_samples(n)):
         for k in range(K):
             gb2[k] += G[i, k]
         for j in range(Hp):
@@ -172,46 +206,25 @@ def _backward(X, rows, n, W1T, W2, alpha, A, G, dA, gW1T, gb1, gW2, gb2):
                 gb1[j] += s
             else:
                 dA[i, j] = zero
-    for j in range(0, Hp, HIDDEN_TILE):
-        g0 = gW1T[j]
-        g1 = gW1T[j + 1]
-        w0 = W1T[j]
-        w1 = W1T[j + 1]
-        for d in range(D):
-            g0[d] = alpha * w0[d]
-            g1[d] = alpha * w1[d]
-        for i in range(0, npad, SAMPLE_TILE):
-            c00 = dA[i, j]
-            c01 = dA[i + 1, j]
-            c02 = dA[i + 2, j]
-            c03 = dA[i + 3, j]
-            c10 = dA[i, j + 1]
-            c11 = dA[i + 1, j + 1]
-            c12 = dA[i + 2, j + 1]
-            c13 = dA[i + 3, j + 1]
-            x0 = X[rows[i]]
-            x1 = X[rows[i + 1]]
-            x2 = X[rows[i + 2]]
-            x3 = X[rows[i + 3]]
-            # 2 gradient rows updated per pass over 4 sample rows, along
-            # contiguous d.  Larger tiles measured no faster: this loop is
-            # bound by the read-modify-write of the gradient rows.
-            for d in range(D):
-                u0 = x0[d]
-                u1 = x1[d]
-                u2 = x2[d]
-                u3 = x3[d]
-                g0[d] += c00 * u0 + c01 * u1 + c02 * u2 + c03 * u3
-                g1[d] += c10 * u0 + c11 * u1 + c12 * u2 + c13 * u3
 
 
 @jit
-def _sgd_update(lr, W1T, b1, W2, b2, gW1T, gb1, gW2, gb2):
-    """theta -= lr * grad for every parameter, in place."""
-    W1 = W1T.ravel()
-    g1 = gW1T.ravel()
-    for t in range(W1.shape[0]):
-        W1[t] -= lr * g1[t]
+def _w1_update(Xb, n, dA, W1, beta, gamma):
+    """W1 = beta W1 + gamma Xb^T dA over the padded minibatch (np = pad_samples(n) rows).
+
+    Training passes beta = 1 - lr alpha, gamma = -lr: the SGD step on W1 with
+    its L2 term, the gradient never stored.  beta = 0, gamma = 1 writes the
+    data part of the gradient into a buffer instead.
+    Xb (>= np, Dp), dA (>= np, Hp), W1 (Dp, Hp).
+    """
+    Dp, Hp = W1.shape
+    _tiles(Xb.ravel(), 1, Dp, Dp, dA.ravel(), Hp, pad_samples(n), W1.ravel(), Hp, Hp,
+           beta, gamma)
+
+
+@jit
+def _small_update(lr, b1, W2, b2, gb1, gW2, gb2):
+    """theta -= lr * grad for b1, W2, b2, in place."""
     for j in range(b1.shape[0]):
         b1[j] -= lr * gb1[j]
         for k in range(W2.shape[1]):
@@ -221,19 +234,31 @@ def _sgd_update(lr, W1T, b1, W2, b2, gW1T, gb1, gW2, gb2):
 
 
 @jit
-def _minibatch_loss_and_grads(X, y, rows, n, alpha, W1T, b1, W2, b2,
-                              A, Z, G, dA, gW1T, gb1, gW2, gb2):
-    """Loss of the minibatch ``rows[:n]`` (float64) and its gradient into g*."""
-    _forward(X, rows, n, W1T, b1, W2, b2, A, Z)
+def _minibatch(X, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA, gb1, gW2, gb2):
+    """Loss of the minibatch ``rows[:n]`` (float64); leaves Xb and dA for
+    :func:`_w1_update` and the other gradients in gb1, gW2, gb2."""
+    _gather(X, rows, n, Xb)
+    _forward(Xb, n, W1, b1, W2, b2, A, Z)
     value = _xent_grad(Z, y, rows, n, G) / n
     if alpha != 0:
-        value += 0.5 * alpha * (_squared_norm(W1T) + _squared_norm(W2))
-    _backward(X, rows, n, W1T, W2, alpha, A, G, dA, gW1T, gb1, gW2, gb2)
+        value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
+    _backward(n, W2, alpha, A, G, dA, gb1, gW2, gb2)
     return value
 
 
 @jit
-def _train_epoch(X, y, order, batch_size, lr, alpha, W1T, b1, W2, b2):
+def _scratch(B, W1, K):
+    """Per-call scratch for minibatches of up to B samples: rows, Xb, A, Z, G, dA."""
+    Dp, Hp = W1.shape
+    Bp = pad_samples(B)
+    # Xb starts zeroed: its padding columns are never written and must stay 0.
+    return (np.empty(Bp, np.int64), np.zeros((Bp, Dp), W1.dtype), np.empty((Bp, Hp), W1.dtype),
+            np.empty((Bp, K), W1.dtype), np.empty((Bp, K), W1.dtype),
+            np.empty((Bp, Hp), W1.dtype))
+
+
+@jit
+def _train_epoch(X, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
     """One epoch of SGD in place on the kernel-form parameters.
 
     X (N, D), y (N,) int64, order (N,) int64 permutation; lr, alpha of X's dtype.
@@ -241,41 +266,48 @@ def _train_epoch(X, y, order, batch_size, lr, alpha, W1T, b1, W2, b2):
     loss it stops before that minibatch's update.
     """
     N = order.shape[0]
-    Hp, D = W1T.shape
-    K = W2.shape[1]
     B = min(batch_size, N)
-    Bp = pad_samples(B)
     # Scratch, allocated once per epoch and reused by every minibatch.
-    rows = np.empty(Bp, np.int64)
-    A = np.empty((Bp, Hp), X.dtype)
-    Z = np.empty((Bp, K), X.dtype)
-    G = np.empty((Bp, K), X.dtype)
-    dA = np.empty((Bp, Hp), X.dtype)
-    gW1T = np.empty_like(W1T)
+    rows, Xb, A, Z, G, dA = _scratch(B, W1, W2.shape[1])
     gb1 = np.empty_like(b1)
     gW2 = np.empty_like(W2)
     gb2 = np.empty_like(b2)
+    decay = 1 - lr * alpha
     total = 0.0
     for start in range(0, N, B):
         n = min(B, N - start)
         for i in range(n):
             rows[i] = order[start + i]
-        for i in range(n, pad_samples(n)):
-            rows[i] = rows[0]
-        value = _minibatch_loss_and_grads(X, y, rows, n, alpha, W1T, b1, W2, b2,
-                                          A, Z, G, dA, gW1T, gb1, gW2, gb2)
+        value = _minibatch(X, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA,
+                           gb1, gW2, gb2)
         if not np.isfinite(value):
             return np.nan, True
         total += value * n
-        _sgd_update(lr, W1T, b1, W2, b2, gW1T, gb1, gW2, gb2)
+        _w1_update(Xb, n, dA, W1, decay, -lr)
+        _small_update(lr, b1, W2, b2, gb1, gW2, gb2)
     return total / N, False
 
 
-EVAL_BLOCK = 256  # samples per forward block when evaluating
+@jit
+def _loss_and_grads(X, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
+    """Loss (float64) and every gradient of one minibatch holding all of X."""
+    n = X.shape[0]
+    rows, Xb, A, Z, G, dA = _scratch(n, W1, W2.shape[1])
+    for i in range(n):
+        rows[i] = i
+    value = _minibatch(X, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA, gb1, gW2, gb2)
+    _w1_update(Xb, n, dA, gW1, W1.dtype.type(0), W1.dtype.type(1))
+    for d in range(W1.shape[0]):
+        for j in range(W1.shape[1]):
+            gW1[d, j] += alpha * W1[d, j]
+    return value
+
+
+EVAL_BLOCK = 42 * SAMPLE_TILE  # samples per forward block when evaluating
 
 
 @jit
-def _forward_blocks(X, W1T, b1, W2, b2, y, P, want_proba):
+def _forward_blocks(X, W1, b1, W2, b2, y, P, want_proba):
     """Forward pass over all of X (N, D) in blocks; returns (summed CE, correct).
 
     With ``want_proba``, writes softmax probabilities into P (N, K); with y
@@ -283,20 +315,16 @@ def _forward_blocks(X, W1T, b1, W2, b2, y, P, want_proba):
     predictions (y of length 0 skips both).
     """
     N = X.shape[0]
-    Hp = W1T.shape[0]
     K = W2.shape[1]
-    rows = np.empty(EVAL_BLOCK, np.int64)
-    A = np.empty((EVAL_BLOCK, Hp), X.dtype)
-    Z = np.empty((EVAL_BLOCK, K), X.dtype)
+    rows, Xb, A, Z, _, _ = _scratch(EVAL_BLOCK, W1, K)
     total = 0.0
     correct = 0
     for start in range(0, N, EVAL_BLOCK):
         n = min(EVAL_BLOCK, N - start)
         for i in range(n):
             rows[i] = start + i
-        for i in range(n, pad_samples(n)):
-            rows[i] = start
-        _forward(X, rows, n, W1T, b1, W2, b2, A, Z)
+        _gather(X, rows, n, Xb)
+        _forward(Xb, n, W1, b1, W2, b2, A, Z)
         for i in range(n):
             m = Z[i, 0]
             best = 0
@@ -323,25 +351,23 @@ def _forward_blocks(X, W1T, b1, W2, b2, y, P, want_proba):
 
 
 def to_kernel(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fresh kernel-form arrays (W1T, b1, W2, b2) with Hp = pad_hidden(H) rows."""
+    """Fresh kernel-form arrays (W1 (Dp, Hp), b1, W2, b2), zero-padded."""
     D, H, K = params.shape
-    Hp = pad_hidden(H)
+    Dp, Hp = pad_features(D), pad_hidden(H)
     dtype = params.dtype
-    W1T = np.zeros((Hp, D), dtype)
-    W1T[:H] = params.W1.T
+    W1 = np.zeros((Dp, Hp), dtype)
+    W1[:D, :H] = params.W1
     b1 = np.zeros(Hp, dtype)
     b1[:H] = params.b1
     W2 = np.zeros((Hp, K), dtype)
     W2[:H] = params.W2
-    return W1T, b1, W2, np.array(params.b2, dtype=dtype, copy=True)
+    return W1, b1, W2, np.array(params.b2, dtype=dtype, copy=True)
 
 
-def from_kernel(W1T, b1, W2, b2, n_hidden: int) -> Params:
-    """Params from kernel form; W1 is a Fortran-ordered (D, H) transpose view."""
-    H = n_hidden
-    if W1T.shape[0] != H:
-        W1T = W1T[:H].copy()
-    return Params(W1T.T, b1[:H].copy(), W2[:H].copy(), b2.copy())
+def from_kernel(W1, b1, W2, b2, n_features: int, n_hidden: int) -> Params:
+    """Params (fresh arrays) from kernel form, padding dropped."""
+    D, H = n_features, n_hidden
+    return Params(W1[:D, :H].copy(), b1[:H].copy(), W2[:H].copy(), b2.copy())
 
 
 # --------------------------------------------------------------------------
@@ -355,17 +381,10 @@ def _scalar(params: Params, value: float):
 def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
                    alpha: float) -> tuple[float, Params]:
     """Kernel version of :func:`fastsoftmax.reference.loss_and_grads`."""
-    n = X.shape[0]
     k = to_kernel(params)
-    Hp, K = k[2].shape
-    rows = np.zeros(pad_samples(n), np.int64)
-    rows[:n] = np.arange(n)
-    A, dA = (np.empty((pad_samples(n), Hp), X.dtype) for _ in range(2))
-    Z, G = (np.empty((pad_samples(n), K), X.dtype) for _ in range(2))
     grads = tuple(np.empty_like(a) for a in k)
-    value = _minibatch_loss_and_grads(X, np.asarray(y, np.int64), rows, n,
-                                      _scalar(params, alpha), *k, A, Z, G, dA, *grads)
-    return float(value), from_kernel(*grads, params.shape[1])
+    value = _loss_and_grads(X, np.asarray(y, np.int64), _scalar(params, alpha), *k, *grads)
+    return float(value), from_kernel(*grads, *params.shape[:2])
 
 
 def sgd_step(params: Params, X: np.ndarray, y: np.ndarray, learning_rate: float,
@@ -384,7 +403,7 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
     loss, diverged = _train_epoch(X, np.asarray(y, np.int64), np.asarray(order, np.int64),
                                   batch_size, _scalar(params, learning_rate),
                                   _scalar(params, alpha), *k)
-    return from_kernel(*k, params.shape[1]), float(loss), bool(diverged)
+    return from_kernel(*k, *params.shape[:2]), float(loss), bool(diverged)
 
 
 _NO_LABELS = np.empty(0, np.int64)

@@ -48,21 +48,21 @@ def _cycles():
 
 
 @jit
-def _views(flat, off, Hp, D, K):
-    """Kernel-form (W1T, b1, W2, b2) views of one model packed in ``flat`` at ``off``."""
-    W1T = flat[off:off + Hp * D].reshape(Hp, D)
-    off += Hp * D
+def _views(flat, off, Hp, Dp, K):
+    """Kernel-form (W1, b1, W2, b2) views of one model packed in ``flat`` at ``off``."""
+    W1 = flat[off:off + Dp * Hp].reshape(Dp, Hp)
+    off += Dp * Hp
     b1 = flat[off:off + Hp]
     off += Hp
     W2 = flat[off:off + Hp * K].reshape(Hp, K)
     off += Hp * K
-    return W1T, b1, W2, flat[off:off + K]
+    return W1, b1, W2, flat[off:off + K]
 
 
 @jit
-def _packed_size(Hp, D, K):
-    """Length of one model packed as [W1T, b1, W2, b2]."""
-    return Hp * D + Hp + Hp * K + K
+def _packed_size(Hp, Dp, K):
+    """Length of one model packed as [W1, b1, W2, b2] (Dp = padded feature count)."""
+    return Dp * Hp + Hp + Hp * K + K
 
 
 @jit(parallel=True, cache=True)
@@ -85,7 +85,7 @@ def _sweep(X, y, Xv, yv, K, orders, plan,
     flag per worker: a read of ``stop[0]`` looks loop-invariant, and numba's
     parfor pass hoists it out of the prange body, so it was never seen.)
     """
-    D = X.shape[1]
+    Dp = kernels.pad_features(X.shape[1])
     Nv = Xv.shape[0]
     for w in numba.prange(plan.shape[0]):
         no_proba = np.empty((0, 0), X.dtype)
@@ -94,18 +94,18 @@ def _sweep(X, y, Xv, yv, K, orders, plan,
             if g < 0 or stop[w] != 0:
                 break
             Hp = g_hidden[g]
-            W1T, b1, W2, b2 = _views(state, g_off[g], Hp, D, K)
-            size = _packed_size(Hp, D, K)
+            W1, b1, W2, b2 = _views(state, g_off[g], Hp, Dp, K)
+            size = _packed_size(Hp, Dp, K)
             g_start[g] = _cycles()
             for e in range(g_epochs[g]):
                 if stop[w] != 0:
                     break
                 loss, div = kernels._train_epoch(X, y, orders[e], g_batch[g], g_lr[g],
-                                                 g_alpha[g], W1T, b1, W2, b2)
+                                                 g_alpha[g], W1, b1, W2, b2)
                 if div:
                     diverged[g] = True
                     break
-                ce, correct = kernels._forward_blocks(Xv, W1T, b1, W2, b2, yv, no_proba, False)
+                ce, correct = kernels._forward_blocks(Xv, W1, b1, W2, b2, yv, no_proba, False)
                 train_loss[g, e] = loss
                 val_loss[g, e] = ce / Nv
                 val_acc[g, e] = correct / Nv
@@ -204,7 +204,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     g_alpha = np.array([c.alpha for c in heads], dtype)
     g_hidden = np.array([kernels.pad_hidden(c.hidden_size) for c in heads], np.int64)
     g_epochs = np.array([c.epochs for c in heads], np.int64)
-    sizes = [_packed_size(h, D, K) for h in g_hidden]
+    Dp = kernels.pad_features(D)
+    sizes = [_packed_size(h, Dp, K) for h in g_hidden]
     g_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     state = np.empty(int(sum(sizes)), dtype)
     inits = {}
@@ -311,9 +312,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
         rec = records.get(ci)
         if rec is not None and not rec.diverged:
             packed = snaps[c_off[ci]:c_off[ci] + c_sizes[ci]]
-            W1T, b1, W2, b2 = _views(packed, 0, int(g_hidden[gi]), D, K)
-            params[c] = kernels.from_kernel(W1T.copy(), b1.copy(), W2.copy(), b2.copy(),
-                                            c.hidden_size)
+            params[c] = kernels.from_kernel(*_views(packed, 0, int(g_hidden[gi]), Dp, K),
+                                            D, c.hidden_size)
     ordered = [records[ci] for ci in sorted(records)]
     return SweepOutput(ordered, params, interrupted)
 

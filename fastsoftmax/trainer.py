@@ -66,7 +66,7 @@ class _Engine:
 
     def __init__(self, backend: str, params: Params):
         self.backend = backend
-        self.n_hidden = params.shape[1]
+        self.shape = params.shape[:2]  # (n_features, n_hidden), without the kernels' padding
         if backend == "numba":
             self.state = kernels.to_kernel(params)
         else:
@@ -74,7 +74,7 @@ class _Engine:
 
     def params(self) -> Params:
         if self.backend == "numba":
-            return kernels.from_kernel(*self.state, self.n_hidden)
+            return kernels.from_kernel(*self.state, *self.shape)
         return self.state
 
     def epoch(self, X, y, order, batch_size, lr, alpha):

@@ -93,12 +93,18 @@ def test_divergence_stops_before_the_bad_update():
     np.testing.assert_allclose(np.abs(k_params.W1).max(), np.abs(r_params.W1).max(), rtol=1e-3)
 
 
-def test_padding_is_exact():
-    """Hidden sizes that are not a multiple of the tile give the same model as
-    the unpadded reference (the pad units stay exactly zero)."""
-    X, y = make_data(50, dtype=np.float64)
-    params = fs.init_params(784, 3, 10, seed=0, dtype=np.float64)
-    W1T, b1, W2, b2 = kernels.to_kernel(params)
-    assert W1T.shape[0] == kernels.pad_hidden(3) >= 3
-    kernels._train_epoch(X, y, np.arange(50), 7, 0.1, 0.01, W1T, b1, W2, b2)
-    assert not W1T[3:].any() and not b1[3:].any() and not W2[3:].any()
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padding_is_exact(dtype):
+    """Hidden sizes, feature counts and minibatches that are not multiples of
+    the tiles train exactly as the unpadded reference: the pad units and
+    features stay exactly zero."""
+    X, y = make_data(50, n_features=31, dtype=dtype)
+    params = fs.init_params(31, 3, 10, seed=0, dtype=dtype)
+    W1, b1, W2, b2 = kernels.to_kernel(params)
+    assert W1.shape == (kernels.pad_features(31), kernels.pad_hidden(3))
+    assert W1.shape[0] > 31 and W1.shape[1] > 3
+    kernels._train_epoch(X, y, np.arange(50), 7, dtype(0.1), dtype(0.01), W1, b1, W2, b2)
+    assert not W1[31:].any() and not W1[:, 3:].any()
+    assert not b1[3:].any() and not W2[3:].any()
+    ref, _, _ = fs.reference.train_epoch(params, X, y, np.arange(50), 7, 0.1, 0.01)
+    assert_params_close(kernels.from_kernel(W1, b1, W2, b2, 31, 3), ref, dtype)
