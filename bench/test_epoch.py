@@ -13,7 +13,7 @@ from peers import PEERS, JaxVmap, Missing, make, model_flops_per_sample
 
 HIDDEN = (20, 40)
 BATCH = (32, 64, 128)
-ROUNDS = 3
+ROUNDS = 5
 
 
 def _run(benchmark, build, n_samples, H, configs=1):

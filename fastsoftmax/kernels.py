@@ -29,11 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
-from ._tile import ROWS, VECTOR_BYTES, tile1, tile2
+from ._tile import ROWS, VECTOR_BYTES, tile1, tile1_tall, tile2
 from .params import Params
 
 SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
 HIDDEN_TILE = 8  # Hp is a multiple: whole float32 (8) and float64 (4) vectors
+FEATURE_BLOCK = 128  # rows of W1 per forward block: 128 x 16 float32 = 8 KiB of L1
 
 
 @jit
@@ -62,15 +63,22 @@ def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
 
     a, b, out: 1-D views of C-ordered arrays (offsets and strides in elements);
     r < n_rows (a multiple of ROWS), j < width (a multiple of the vector lanes).
-    Two-vector tiles cover the width, a one-vector tile the rest.
+    Two-vector tiles cover the width, a one-vector tile the rest.  Columns are
+    the outer loop so one block of b serves every row tile while it is in cache.
     """
     lanes = VECTOR_BYTES // a.itemsize
-    for r in range(0, n_rows, ROWS):
-        j = 0
-        while j + 2 * lanes <= width:
+    j = 0
+    while j + 2 * lanes <= width:
+        for r in range(0, n_rows, ROWS):
             tile2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
-            j += 2 * lanes
-        if j < width:
+        j += 2 * lanes
+    if j < width:
+        r = 0
+        while r + 2 * ROWS <= n_rows:
+            tile1_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                       beta, gamma)
+            r += 2 * ROWS
+        if r < n_rows:
             tile1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
 
 
@@ -102,8 +110,13 @@ def _forward(Xb, n, W1, b1, W2, b2, A, Z):
     Dp, Hp = W1.shape
     K = W2.shape[1]
     npad = pad_samples(n)
-    _tiles(Xb.ravel(), Dp, 1, npad, W1.ravel(), Hp, Dp, A.ravel(), Hp, Hp,
-           W1.dtype.type(0), W1.dtype.type(1))
+    Xf, Wf, Af = Xb.ravel(), W1.ravel(), A.ravel()
+    # Blocks of FEATURE_BLOCK rows of W1: each block's column tiles stay in L1
+    # while every sample tile uses them (unblocked, W1 streamed from L2 per tile).
+    for f in range(0, Dp, FEATURE_BLOCK):
+        beta = W1.dtype.type(0) if f == 0 else W1.dtype.type(1)
+        _tiles(Xf[f:], Dp, 1, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), Af, Hp, Hp,
+               beta, W1.dtype.type(1))
     for i in range(n):
         for j in range(Hp):
             A[i, j] += b1[j]
