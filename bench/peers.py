@@ -50,7 +50,7 @@ class Fastsoftmax:
         self.lr, self.alpha = dt(LEARNING_RATE), dt(ALPHA)
 
     def epoch(self):
-        return kernels._train_epoch(self.X, self.y, self.orders[0], self.B, self.lr,
+        return kernels._train_epoch(self.X, None, self.y, self.orders[0], self.B, self.lr,
                                     self.alpha, *self.state)
 
 

@@ -295,8 +295,9 @@ def _main(argv) -> int:
         tr, va = train_val_split(len(labels), args.val_fraction, args.seed)
     except ValueError as exc:
         raise UsageError(f"--val-fraction: {exc}") from None
-    X, y = check_X(images[tr], dtype), labels[tr]
-    Xv, yv = check_X(images[va], dtype), labels[va]
+    # uint8 images stay uint8: the kernels scale pixels as they read them.
+    X, y = check_X(images[tr], dtype, keep_pixels=True), labels[tr]
+    Xv, yv = check_X(images[va], dtype, keep_pixels=True), labels[va]
 
     meta = {"configs": [c.as_dict() for c in configs], "seed": args.seed,
             "val_fraction": args.val_fraction, "dtype": args.dtype, "limit": args.limit,
@@ -323,7 +324,7 @@ def _main(argv) -> int:
             os.fsync(jsonl.fileno())
 
     try:
-        result = run_sweep(todo, X, y, Xv, yv, workers=args.workers, seed=args.seed,
+        result = run_sweep(todo, X, y, Xv, yv, dtype=dtype, workers=args.workers, seed=args.seed,
                            on_record=on_record, on_progress=progress) if todo else None
     finally:
         progress.close()
@@ -344,9 +345,10 @@ def _main(argv) -> int:
         return 1
     params = result.params.get(best.config) if result else None
     if params is None:  # trained in an earlier, interrupted run: train it again, bit-identically
-        params = run_sweep([best.config], X, y, Xv, yv, workers=1, seed=args.seed).params[best.config]
+        params = run_sweep([best.config], X, y, Xv, yv, dtype=dtype, workers=1,
+                           seed=args.seed).params[best.config]
 
-    Xt = check_X(ds.test_images, dtype)
+    Xt = check_X(ds.test_images, dtype, keep_pixels=True)
     from .trainer import evaluate
     test_loss, test_acc = evaluate(params, Xt, ds.test_labels)
     pred = predict(params, Xt)

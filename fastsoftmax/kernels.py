@@ -29,10 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
+from .checks import pixels_to_float
 from ._tile import ROWS, VECTOR_BYTES, tile1, tile1_tall, tile2
 from .params import Params
 
 SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
+INV_255 = 1.0 / 255.0  # float64
 HIDDEN_TILE = 8  # Hp is a multiple: whole float32 (8) and float64 (4) vectors
 FEATURE_BLOCK = 128  # rows of W1 per forward block: 128 x 16 float32 = 8 KiB of L1
 
@@ -83,18 +85,31 @@ def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
 
 
 @jit
-def _gather(X, rows, n, Xb):
+def _gather(X, table, rows, n, Xb):
     """Xb[i, :D] = X[rows[i]] for i < n; rows n .. pad_samples(n) of Xb zeroed.
 
-    Xb (>= pad_samples(n), Dp): its columns D .. Dp stay as allocated (zero).
+    X: (N, D) of Xb's dtype with ``table`` None, or uint8 pixels with ``table``
+    = pixel_table(Xb.dtype), read through it (numba compiles only the branch
+    that applies).  Xb (>= pad_samples(n), Dp): columns D .. Dp stay zero.
     """
     D = X.shape[1]
     zero = Xb.dtype.type(0)
     for i in range(n):
         x = X[rows[i]]
         xb = Xb[i]
-        for d in range(D):
-            xb[d] = x[d]
+        if table is None:
+            for d in range(D):
+                xb[d] = x[d]
+        elif Xb.itemsize == 4:
+            # float32: rounding x * (1/255) computed in float64 gives exactly the
+            # float32 quotient x / 255 for every pixel value (x / 255 is never
+            # within 2^-33 of a float32 rounding boundary), and unlike the table
+            # lookup it vectorises.  tests/test_kernels.py checks all 256 values.
+            for d in range(D):
+                xb[d] = x[d] * INV_255
+        else:
+            for d in range(D):
+                xb[d] = table[x[d]]
     for i in range(n, pad_samples(n)):
         for d in range(Xb.shape[1]):
             Xb[i, d] = zero
@@ -247,10 +262,10 @@ def _small_update(lr, b1, W2, b2, gb1, gW2, gb2):
 
 
 @jit
-def _minibatch(X, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA, gb1, gW2, gb2):
+def _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA, gb1, gW2, gb2):
     """Loss of the minibatch ``rows[:n]`` (float64); leaves Xb and dA for
     :func:`_w1_update` and the other gradients in gb1, gW2, gb2."""
-    _gather(X, rows, n, Xb)
+    _gather(X, table, rows, n, Xb)
     _forward(Xb, n, W1, b1, W2, b2, A, Z)
     value = _xent_grad(Z, y, rows, n, G) / n
     if alpha != 0:
@@ -271,10 +286,10 @@ def _scratch(B, W1, K):
 
 
 @jit
-def _train_epoch(X, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
+def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
     """One epoch of SGD in place on the kernel-form parameters.
 
-    X (N, D), y (N,) int64, order (N,) int64 permutation; lr, alpha of X's dtype.
+    X (N, D) and table as for :func:`_gather`, y (N,) int64, order (N,) int64 permutation; lr, alpha of X's dtype.
     Returns (mean minibatch loss weighted by size, diverged).  On a non-finite
     loss it stops before that minibatch's update.
     """
@@ -291,7 +306,7 @@ def _train_epoch(X, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
         n = min(B, N - start)
         for i in range(n):
             rows[i] = order[start + i]
-        value = _minibatch(X, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA,
+        value = _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA,
                            gb1, gW2, gb2)
         if not np.isfinite(value):
             return np.nan, True
@@ -302,13 +317,14 @@ def _train_epoch(X, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
 
 
 @jit
-def _loss_and_grads(X, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
+def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     """Loss (float64) and every gradient of one minibatch holding all of X."""
     n = X.shape[0]
     rows, Xb, A, Z, G, dA = _scratch(n, W1, W2.shape[1])
     for i in range(n):
         rows[i] = i
-    value = _minibatch(X, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA, gb1, gW2, gb2)
+    value = _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA,
+                       gb1, gW2, gb2)
     _w1_update(Xb, n, dA, gW1, W1.dtype.type(0), W1.dtype.type(1))
     for d in range(W1.shape[0]):
         for j in range(W1.shape[1]):
@@ -320,9 +336,10 @@ EVAL_BLOCK = 42 * SAMPLE_TILE  # samples per forward block when evaluating
 
 
 @jit
-def _forward_blocks(X, W1, b1, W2, b2, y, P, want_proba):
+def _forward_blocks(X, table, W1, b1, W2, b2, y, P, want_proba):
     """Forward pass over all of X (N, D) in blocks; returns (summed CE, correct).
 
+    X and table as for :func:`_gather`.
     With ``want_proba``, writes softmax probabilities into P (N, K); with y
     given (len N), accumulates cross-entropy and the number of correct argmax
     predictions (y of length 0 skips both).
@@ -336,7 +353,7 @@ def _forward_blocks(X, W1, b1, W2, b2, y, P, want_proba):
         n = min(EVAL_BLOCK, N - start)
         for i in range(n):
             rows[i] = start + i
-        _gather(X, rows, n, Xb)
+        _gather(X, table, rows, n, Xb)
         _forward(Xb, n, W1, b1, W2, b2, A, Z)
         for i in range(n):
             m = Z[i, 0]
@@ -391,12 +408,24 @@ def _scalar(params: Params, value: float):
     return params.dtype.type(value)
 
 
+def pixel_table(dtype) -> np.ndarray:
+    """The 256 values uint8 pixels stand for, (256,) of ``dtype``: exactly
+    :func:`fastsoftmax.checks.pixels_to_float` of every pixel value."""
+    return pixels_to_float(np.arange(256, dtype=np.uint8), np.dtype(dtype))
+
+
+def table_for(X: np.ndarray, dtype):
+    """pixel_table(dtype) for uint8 X, None for X already of ``dtype``."""
+    return pixel_table(dtype) if X.dtype == np.uint8 else None
+
+
 def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
                    alpha: float) -> tuple[float, Params]:
     """Kernel version of :func:`fastsoftmax.reference.loss_and_grads`."""
     k = to_kernel(params)
     grads = tuple(np.empty_like(a) for a in k)
-    value = _loss_and_grads(X, np.asarray(y, np.int64), _scalar(params, alpha), *k, *grads)
+    value = _loss_and_grads(X, table_for(X, params.dtype), np.asarray(y, np.int64),
+                            _scalar(params, alpha), *k, *grads)
     return float(value), from_kernel(*grads, *params.shape[:2])
 
 
@@ -413,7 +442,8 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
                 alpha: float) -> tuple[Params, float, bool]:
     """Kernel version of :func:`fastsoftmax.reference.train_epoch`."""
     k = to_kernel(params)
-    loss, diverged = _train_epoch(X, np.asarray(y, np.int64), np.asarray(order, np.int64),
+    loss, diverged = _train_epoch(X, table_for(X, params.dtype), np.asarray(y, np.int64),
+                                  np.asarray(order, np.int64),
                                   batch_size, _scalar(params, learning_rate),
                                   _scalar(params, alpha), *k)
     return from_kernel(*k, *params.shape[:2]), float(loss), bool(diverged)
@@ -425,8 +455,9 @@ _NO_LABELS = np.empty(0, np.int64)
 def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float]:
     """Kernel version of :func:`fastsoftmax.reference.evaluate`."""
     k = to_kernel(params)
-    total, correct = _forward_blocks(X, *k, np.asarray(y, np.int64),
-                                     np.empty((0, 0), X.dtype), False)
+    total, correct = _forward_blocks(X, table_for(X, params.dtype), *k,
+                                     np.asarray(y, np.int64),
+                                     np.empty((0, 0), params.dtype), False)
     value = total / X.shape[0]
     if alpha:
         value += 0.5 * alpha * (_squared_norm(k[0]) + _squared_norm(k[2]))
@@ -436,6 +467,6 @@ def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tupl
 def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
     """Kernel version of :func:`fastsoftmax.reference.predict_proba`: (n, K)."""
     k = to_kernel(params)
-    P = np.empty((X.shape[0], params.shape[2]), X.dtype)
-    _forward_blocks(X, *k, _NO_LABELS, P, True)
+    P = np.empty((X.shape[0], params.shape[2]), params.dtype)
+    _forward_blocks(X, table_for(X, params.dtype), *k, _NO_LABELS, P, True)
     return P

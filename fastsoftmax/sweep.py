@@ -66,15 +66,16 @@ def _packed_size(Hp, Dp, K):
 
 
 @jit(parallel=True, cache=True)
-def _sweep(X, y, Xv, yv, K, orders, plan,
+def _sweep(X, y, Xv, yv, table, K, orders, plan,
            g_batch, g_lr, g_alpha, g_hidden, g_epochs, g_off, state,
            c_group, c_epochs, c_off, snaps,
            train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged,
            stop):
     """Train every group of the plan; worker w runs the groups ``plan[w]`` in order.
 
-    X (N, D), y (N,), Xv (Nv, D), yv (Nv,); K classes; orders (E, N) int64.
-    Per group g: batch size, lr, alpha (of X's dtype), padded hidden size,
+    X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
+    X and Xv with their pixel table, or None); K classes; orders (E, N) int64.
+    Per group g: batch size, lr, alpha (of the model dtype), padded hidden size,
     epoch count, and the offset of its packed model in ``state`` (1-D).
     Per configuration c: its group, epoch count, and the offset in ``snaps``
     where its model is copied when the group completes that epoch.
@@ -88,7 +89,7 @@ def _sweep(X, y, Xv, yv, K, orders, plan,
     Dp = kernels.pad_features(X.shape[1])
     Nv = Xv.shape[0]
     for w in numba.prange(plan.shape[0]):
-        no_proba = np.empty((0, 0), X.dtype)
+        no_proba = np.empty((0, 0), state.dtype)
         for t in range(plan.shape[1]):
             g = plan[w, t]
             if g < 0 or stop[w] != 0:
@@ -100,12 +101,13 @@ def _sweep(X, y, Xv, yv, K, orders, plan,
             for e in range(g_epochs[g]):
                 if stop[w] != 0:
                     break
-                loss, div = kernels._train_epoch(X, y, orders[e], g_batch[g], g_lr[g],
+                loss, div = kernels._train_epoch(X, table, y, orders[e], g_batch[g], g_lr[g],
                                                  g_alpha[g], W1, b1, W2, b2)
                 if div:
                     diverged[g] = True
                     break
-                ce, correct = kernels._forward_blocks(Xv, W1, b1, W2, b2, yv, no_proba, False)
+                ce, correct = kernels._forward_blocks(Xv, table, W1, b1, W2, b2, yv, no_proba,
+                                                      False)
                 train_loss[g, e] = loss
                 val_loss[g, e] = ce / Nv
                 val_acc[g, e] = correct / Nv
@@ -177,10 +179,12 @@ def cost(config: Config, n_samples: int) -> float:
 
 def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
               workers: int = 1, seed: int = 0, on_record=None, on_progress=None,
-              poll_seconds: float = 0.2) -> SweepOutput:
+              poll_seconds: float = 0.2, dtype=None) -> SweepOutput:
     """Train every configuration on (X, y), validating on (X_val, y_val).
 
-    X, X_val : (n, D) arrays of the model dtype (float32 or float64), validated
+    X, X_val : (n, D) arrays, validated: both of the model dtype (float32 or
+        float64), or both uint8 pixels (scaled by 1/255 as they are read)
+    dtype : the model dtype; defaults to X's, or float32 for uint8 X
     y, y_val : (n,) int64
     workers : threads for the parallel region (numba); BLAS is held to 1
     seed : initialisation and minibatch order (shared by all configurations)
@@ -190,7 +194,14 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     A KeyboardInterrupt while waiting stops every worker after its current
     epoch; the finished configurations are returned with ``interrupted``.
     """
-    dtype = X.dtype
+    if X.dtype != X_val.dtype:
+        raise ValueError(f"X_val has dtype {X_val.dtype} but X has {X.dtype}")
+    if dtype is None:
+        dtype = np.float32 if X.dtype == np.uint8 else X.dtype
+    dtype = np.dtype(dtype)
+    if X.dtype != np.uint8 and X.dtype != dtype:
+        raise ValueError(f"X has dtype {X.dtype} but the model dtype is {dtype}")
+    table = kernels.table_for(X, dtype)
     N, D = X.shape
     K = n_classes
     groups = group_configs(configs)
@@ -242,7 +253,7 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     def work():
         try:
             with threadpool_limits(limits=1):  # no BLAS threads inside the parallel region
-                _sweep(X, y, X_val, y_val, K, orders, plan, g_batch, g_lr, g_alpha, g_hidden,
+                _sweep(X, y, X_val, y_val, table, K, orders, plan, g_batch, g_lr, g_alpha, g_hidden,
                        g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
                        train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done,
                        diverged, stop)

@@ -15,7 +15,7 @@ import numpy as np
 
 from . import kernels, reference
 from .checks import (check_dtype, check_nonnegative_float, check_params, check_positive_float,
-                     check_positive_int, check_X, check_y)
+                     check_positive_int, check_X, check_y, pixels_to_float)
 from .params import Params, init_params, minibatch_orders
 
 BACKENDS = ("numba", "numpy")
@@ -62,10 +62,15 @@ def _check_backend(backend) -> str:
 
 
 class _Engine:
-    """One backend's epoch and evaluation functions on one model."""
+    """One backend's epoch and evaluation functions on one model.
+
+    X may be uint8 pixels for either backend: the kernels scale them as they
+    read them; the reference gets them scaled once, up front.
+    """
 
     def __init__(self, backend: str, params: Params):
         self.backend = backend
+        self.dtype = params.dtype
         self.shape = params.shape[:2]  # (n_features, n_hidden), without the kernels' padding
         if backend == "numba":
             self.state = kernels.to_kernel(params)
@@ -77,11 +82,17 @@ class _Engine:
             return kernels.from_kernel(*self.state, *self.shape)
         return self.state
 
+    def data(self, X):
+        """X as this backend takes it (checked already, maybe uint8)."""
+        if self.backend == "numpy" and X.dtype == np.uint8:
+            return pixels_to_float(X, self.dtype)
+        return X
+
     def epoch(self, X, y, order, batch_size, lr, alpha):
         if self.backend == "numba":
-            dt = X.dtype.type
-            loss, diverged = kernels._train_epoch(X, y, order, batch_size, dt(lr), dt(alpha),
-                                                  *self.state)
+            dt = self.dtype.type
+            loss, diverged = kernels._train_epoch(X, kernels.table_for(X, self.dtype), y, order,
+                                                  batch_size, dt(lr), dt(alpha), *self.state)
             return float(loss), bool(diverged)
         self.state, loss, diverged = reference.train_epoch(self.state, X, y, order,
                                                            batch_size, lr, alpha)
@@ -134,18 +145,21 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
         n_features, hidden_size, n_out = params.shape
         if n_out != n_classes:
             raise ValueError(f"params has {n_out} outputs but n_classes is {n_classes}")
-    X = check_X(X, dtype, n_features)
+    X = check_X(X, dtype, n_features, keep_pixels=True)
     y = check_y(y, X.shape[0], n_classes)
     if (X_val is None) != (y_val is None):
         raise ValueError("X_val and y_val must be given together")
     if X_val is not None:
-        X_val = check_X(X_val, dtype, X.shape[1], name="X_val")
+        X_val = check_X(X_val, dtype, X.shape[1], name="X_val", keep_pixels=True)
         y_val = check_y(y_val, X_val.shape[0], n_classes, name="y_val")
     if params is None:
         params = init_params(X.shape[1], hidden_size, n_classes, seed=seed, dtype=dtype)
     orders = minibatch_orders(X.shape[0], epochs, seed)
 
     engine = _Engine(backend, params)
+    X = engine.data(X)
+    if X_val is not None:
+        X_val = engine.data(X_val)
     history = History()
     diverged = False
     for e in range(epochs):
@@ -164,7 +178,7 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
 
 def _prepare(params, X, n_features_name="X"):
     params = check_params(params)
-    X = check_X(X, params.dtype, params.shape[0], name=n_features_name)
+    X = check_X(X, params.dtype, params.shape[0], name=n_features_name, keep_pixels=True)
     return params, X
 
 

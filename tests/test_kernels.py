@@ -103,8 +103,18 @@ def test_padding_is_exact(dtype):
     W1, b1, W2, b2 = kernels.to_kernel(params)
     assert W1.shape == (kernels.pad_features(31), kernels.pad_hidden(3))
     assert W1.shape[0] > 31 and W1.shape[1] > 3
-    kernels._train_epoch(X, y, np.arange(50), 7, dtype(0.1), dtype(0.01), W1, b1, W2, b2)
+    kernels._train_epoch(X, None, y, np.arange(50), 7, dtype(0.1), dtype(0.01), W1, b1, W2, b2)
     assert not W1[31:].any() and not W1[:, 3:].any()
     assert not b1[3:].any() and not W2[3:].any()
     ref, _, _ = fs.reference.train_epoch(params, X, y, np.arange(50), 7, 0.1, 0.01)
     assert_params_close(kernels.from_kernel(W1, b1, W2, b2, 31, 3), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_pixel_value_reads_exactly(dtype):
+    """The kernels' reading of uint8 pixels equals pixels_to_float for all 256 values."""
+    X = np.arange(256, dtype=np.uint8).reshape(2, 128)
+    Xb = np.zeros((kernels.pad_samples(2), 128), dtype)
+    kernels._gather(X, kernels.pixel_table(dtype), np.arange(2), 2, Xb)
+    want = fs.checks.pixels_to_float(X, np.dtype(dtype))
+    np.testing.assert_array_equal(Xb[:2], want)

@@ -85,6 +85,20 @@ def test_bit_identical_across_worker_counts(small):
     _same(two, one)
 
 
+def test_uint8_pixels_equal_scaled_floats():
+    rng = np.random.default_rng(3)
+    X8 = rng.integers(0, 256, (300, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, 300)
+    configs = grid.build_grid(batch_size=[32], learning_rate=[0.1], epochs=[1, 2],
+                              alpha=[1e-3], hidden_size=[5])
+    pixels = run_sweep(configs, X8[:200], y[:200], X8[200:], y[200:], workers=2)
+    Xf = X8.astype(np.float32) / np.float32(255)
+    floats = run_sweep(configs, Xf[:200], y[:200], Xf[200:], y[200:], workers=2)
+    _same(pixels, floats)
+    with pytest.raises(ValueError, match="X_val has dtype"):
+        run_sweep(configs, X8[:200], y[:200], Xf[200:], y[200:])
+
+
 def test_sweep_agrees_with_train(small):
     X, y, Xv, yv = small
     c = grid.Config(batch_size=20, learning_rate=0.1, epochs=3, alpha=1e-3, hidden_size=7)

@@ -47,14 +47,23 @@ def test_same_seed_bit_identical_different_seed_different():
     assert not np.array_equal(a.params.W1, c.params.W1)
 
 
-def test_uint8_means_pixels():
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_uint8_means_pixels(backend, dtype):
+    """uint8 X (which the kernels read through a table of the 256 pixel values)
+    gives exactly what the same pixels scaled by 1/255 in the model dtype give."""
     rng = np.random.default_rng(0)
     X8 = rng.integers(0, 256, (200, 784), dtype=np.uint8)
     y = rng.integers(0, 10, 200)
-    a = fs.train(X8, y, epochs=1, hidden_size=4)
-    b = fs.train(X8.astype(np.float32) / np.float32(255), y, epochs=1, hidden_size=4)
+    Xf = X8.astype(dtype) / dtype(255)
+    kw = dict(epochs=2, hidden_size=4, dtype=dtype, backend=backend)
+    a = fs.train(X8, y, X_val=X8[:50], y_val=y[:50], **kw)
+    b = fs.train(Xf, y, X_val=Xf[:50], y_val=y[:50], **kw)
     for p, q in zip(a.params, b.params):
         np.testing.assert_array_equal(p, q)
+    assert a.history.val_loss == b.history.val_loss
+    np.testing.assert_array_equal(fs.predict_proba(a.params, X8), fs.predict_proba(a.params, Xf))
+    assert fs.evaluate(a.params, X8, y, 1e-3) == fs.evaluate(a.params, Xf, y, 1e-3)
 
 
 def test_start_from_params_continues_training():
