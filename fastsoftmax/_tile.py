@@ -109,3 +109,7 @@ def _make_tile(cols: int, rows: int = ROWS):
 tile2 = _make_tile(2)
 tile1 = _make_tile(1)
 tile1_tall = _make_tile(1, 2 * ROWS)
+# Two-row tiles finish row counts that are even but not multiples of ROWS (the
+# W2 update has one row per hidden unit, a multiple of 8).
+tile2_short = _make_tile(2, 2)
+tile1_short = _make_tile(1, 2)

@@ -2,21 +2,23 @@
 
 Internal layout (the "kernel form" of a Params):
 
-- ``W1`` (Dp, Hp), C-ordered, so a row of hidden units is contiguous: the
-  SIMD vectors of :mod:`fastsoftmax._tile` run along it;
-- ``b1`` (Hp,), ``W2`` (Hp, K), ``b2`` (K,);
-- ``Hp`` is the hidden size rounded up to a multiple of ``HIDDEN_TILE`` and
-  ``Dp`` the number of features rounded up to a multiple of ``_tile.ROWS``.
-  The extra hidden units and features have zero weights: an extra hidden unit
-  has activation relu(0) = 0 and gradient 0, an extra feature is 0 in every
-  sample, and L2 keeps 0 at 0, so padding is exact and the kernels need no
-  tail code.  Minibatches are padded the same way, with zero samples whose
-  loss weight and gradient are zero.
+- ``W1`` (Dp, Hp) and ``W2`` (Hp, Kp), C-ordered, so a row of hidden units
+  (or of classes) is contiguous: the SIMD vectors of :mod:`fastsoftmax._tile`
+  run along it; ``b1`` (Hp,), ``b2`` (K,) (unpadded: it tells the kernels K);
+- ``Dp``, ``Hp`` and ``Kp`` are the numbers of features, hidden units and
+  classes rounded up to multiples of ``_tile.ROWS``, ``HIDDEN_TILE`` and
+  ``CLASS_TILE``.  The extra ones have zero weights: an extra feature is 0 in
+  every sample, an extra hidden unit has activation relu(0) = 0, an extra
+  class has gradient 0 (the softmax runs over the K real ones), and L2 keeps
+  0 at 0, so padding is exact and the kernels need no tail code.  Minibatches
+  are padded the same way, with zero samples whose gradient is zero.
 
 Each minibatch is first copied into a contiguous block ``Xb`` (np, Dp), so
-both big products read rows at a fixed stride: the forward pass
-``A = Xb W1`` and the update ``W1 = (1 - lr alpha) W1 - lr Xb^T dA`` are both
-tiles of :func:`fastsoftmax._tile.tile2` (the gradient of W1 is never stored).
+every product reads rows at a fixed stride.  All five products of a step are
+tiles of :mod:`fastsoftmax._tile`: the forward ``Hd = relu(Xb W1 + b1)`` and
+``Z = Hd W2 + b2``, the backward ``dA = (G W2^T) * [Hd > 0]``, and the updates
+``W1 = (1 - lr alpha) W1 - lr Xb^T dA`` and ``W2 = (1 - lr alpha) W2 - lr Hd^T G``,
+applied in place without storing the weight gradients.
 
 The private ``_`` kernels take only arrays and scalars of the model's dtype
 and allocate only once per call (never per minibatch).  The public wrappers
@@ -29,13 +31,14 @@ from __future__ import annotations
 import numpy as np
 
 from ._jit import jit
+from ._tile import ROWS, VECTOR_BYTES, tile1, tile1_short, tile1_tall, tile2, tile2_short
 from .checks import pixels_to_float
-from ._tile import ROWS, VECTOR_BYTES, tile1, tile1_tall, tile2
 from .params import Params
 
 SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
 INV_255 = 1.0 / 255.0  # float64
 HIDDEN_TILE = 8  # Hp is a multiple: whole float32 (8) and float64 (4) vectors
+CLASS_TILE = 16  # Kp is a multiple: one two-vector float32 tile of logits
 FEATURE_BLOCK = 128  # rows of W1 per forward block: 128 x 16 float32 = 8 KiB of L1
 
 
@@ -55,6 +58,12 @@ def pad_hidden(n):
     return -(-n // HIDDEN_TILE) * HIDDEN_TILE
 
 
+@jit
+def pad_classes(n):
+    """n rounded up to a multiple of CLASS_TILE (callable from Python and kernels)."""
+    return -(-n // CLASS_TILE) * CLASS_TILE
+
+
 # --------------------------------------------------------------------------
 # compiled building blocks
 
@@ -64,24 +73,32 @@ def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
     """out[r, j] = beta out[r, j] + gamma sum_k a[r a_ss + k a_sk] b[k b_sk + j].
 
     a, b, out: 1-D views of C-ordered arrays (offsets and strides in elements);
-    r < n_rows (a multiple of ROWS), j < width (a multiple of the vector lanes).
-    Two-vector tiles cover the width, a one-vector tile the rest.  Columns are
-    the outer loop so one block of b serves every row tile while it is in cache.
+    r < n_rows (even), j < width (a multiple of the vector lanes).  Two-vector
+    tiles cover the width, a one-vector tile the rest; rows go ROWS at a time,
+    then 2.  Columns are the outer loop so one block of b serves every row tile
+    while it is in cache.
     """
     lanes = VECTOR_BYTES // a.itemsize
+    full = n_rows - n_rows % ROWS
     j = 0
     while j + 2 * lanes <= width:
-        for r in range(0, n_rows, ROWS):
+        for r in range(0, full, ROWS):
             tile2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+        for r in range(full, n_rows, 2):
+            tile2_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                        beta, gamma)
         j += 2 * lanes
     if j < width:
         r = 0
-        while r + 2 * ROWS <= n_rows:
+        while r + 2 * ROWS <= full:
             tile1_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
                        beta, gamma)
             r += 2 * ROWS
-        if r < n_rows:
+        if r < full:
             tile1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+        for r in range(full, n_rows, 2):
+            tile1_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                        beta, gamma)
 
 
 @jit
@@ -116,52 +133,55 @@ def _gather(X, table, rows, n, Xb):
 
 
 @jit
-def _forward(Xb, n, W1, b1, W2, b2, A, Z):
-    """Hidden pre-activations and logits of the gathered samples ``Xb[:n]``.
+def _forward(Xb, n, W1, b1, W2, b2, Hd, Z):
+    """Hidden activations and logits of the gathered samples ``Xb[:n]``.
 
-    Xb: (>= pad_samples(n), Dp), rows past n zero
-    A: (>= pad_samples(n), Hp) out, x W1 + b1      Z: (>= n, K) out, relu(A) W2 + b2
+    Xb: (>= np, Dp), rows past n zero; np = pad_samples(n)
+    Hd: (>= np, Hp) out, relu(x W1 + b1)
+    Z: (>= np, Kp) out, Hd W2 + b2 in its first K = len(b2) columns for rows < n
     """
     Dp, Hp = W1.shape
-    K = W2.shape[1]
+    Kp = W2.shape[1]
+    K = b2.shape[0]
     npad = pad_samples(n)
-    Xf, Wf, Af = Xb.ravel(), W1.ravel(), A.ravel()
+    one = W1.dtype.type(1)
+    Xf, Wf, Hf = Xb.ravel(), W1.ravel(), Hd.ravel()
     # Blocks of FEATURE_BLOCK rows of W1: each block's column tiles stay in L1
-    # while every sample tile uses them (unblocked, W1 streamed from L2 per tile).
+    # while every sample tile uses them.
     for f in range(0, Dp, FEATURE_BLOCK):
-        beta = W1.dtype.type(0) if f == 0 else W1.dtype.type(1)
-        _tiles(Xf[f:], Dp, 1, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), Af, Hp, Hp,
-               beta, W1.dtype.type(1))
+        beta = W1.dtype.type(0) if f == 0 else one
+        _tiles(Xf[f:], Dp, 1, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), Hf, Hp, Hp,
+               beta, one)
+    zero = W1.dtype.type(0)
+    for i in range(npad):  # padded rows too: they meet zero gradients later
+        for j in range(Hp):
+            Hd[i, j] = max(Hd[i, j] + b1[j], zero)
+    _tiles(Hf, Hp, 1, npad, W2.ravel(), Kp, Hp, Z.ravel(), Kp, Kp, zero, one)
     for i in range(n):
-        for j in range(Hp):
-            A[i, j] += b1[j]
         for k in range(K):
-            Z[i, k] = b2[k]
-        for j in range(Hp):
-            h = A[i, j]
-            if h > 0:  # relu: inactive units add nothing
-                for k in range(K):
-                    Z[i, k] += h * W2[j, k]
+            Z[i, k] += b2[k]
 
 
 @jit
-def _xent_grad(Z, y, rows, n, G):
-    """Summed cross-entropy of ``Z[:n]`` and its gradient ``(p - onehot) / n``.
+def _xent_grad(Z, K, y, rows, n, G):
+    """Summed cross-entropy of the logits ``Z[:n, :K]`` and its gradient ``(p - onehot) / n``.
 
-    Z: (>= n, K) logits, stable for any magnitude: exp() sees only z - max(z) <= 0.
-    G: (>= pad_samples(n), K) out; rows n..pad_samples(n) are zeroed so padding adds nothing.
-    Returns the sum (not the mean) of -log p[y] in float64.
+    Stable for any magnitude: exp() sees only z - max(z) <= 0.
+    G: (>= pad_samples(n), Kp) out; everything past row n or column K is zeroed,
+    so padding adds nothing downstream.  Returns the sum (not the mean) of
+    -log p[y] in float64.
     """
-    K = Z.shape[1]
+    Kp = G.shape[1]
     # Typed constants come from the dtype, never from array contents, which
     # may be uninitialised scratch (NaN - NaN is not zero).
+    zero = Z.dtype.type(0)
     inv_n = Z.dtype.type(1.0 / n)
     total = 0.0
     for i in range(n):
         m = Z[i, 0]
         for k in range(1, K):
             m = max(m, Z[i, k])
-        s = Z.dtype.type(0)
+        s = zero
         for k in range(K):
             e = np.exp(Z[i, k] - m)
             G[i, k] = e
@@ -175,9 +195,11 @@ def _xent_grad(Z, y, rows, n, G):
         G[i, label] -= 1
         for k in range(K):
             G[i, k] *= inv_n
+        for k in range(K, Kp):
+            G[i, k] = zero
     for i in range(n, pad_samples(n)):
-        for k in range(K):
-            G[i, k] = 0
+        for k in range(Kp):
+            G[i, k] = zero
     return total
 
 
@@ -203,37 +225,35 @@ def _squared_norm(W):
 
 
 @jit
-def _backward(n, W2, alpha, A, G, dA, gb1, gW2, gb2):
-    """Gradients of the minibatch loss, all but W1's, from A and G.
+def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
+    """d loss / d pre-activations and the bias gradients, from Hd and G.
 
-    A: (>= np, Hp) pre-activations, G: (>= np, K) d loss / d logits (zero past n),
-    dA: (>= np, Hp) out, d loss / d pre-activations (zero past n); gb1 (Hp,),
-    gW2 (Hp, K), gb2 (K,) out.  np = pad_samples(n).  W1's gradient,
-    Xb^T dA + alpha W1, is applied by :func:`_w1_update` without being stored.
+    Hd: (>= np, Hp) activations, G: (>= np, Kp) d loss / d logits (zero past n
+    and past K); W2T (Kp, Hp) scratch; dA (>= np, Hp), gb1 (Hp,), gb2 (K,) out.
+    np = pad_samples(n).  The weight gradients, Xb^T dA and Hd^T G plus the L2
+    terms, are applied by :func:`_w1_update` and :func:`_w2_update` unstored.
     """
-    Hp, K = W2.shape
+    Hp, Kp = W2.shape
+    K = gb2.shape[0]
+    npad = pad_samples(n)
     zero = W2.dtype.type(0)
-    for k in range(K):
-        gb2[k] = zero
     for j in range(Hp):
         for k in range(K):
-            gW2[j, k] = alpha * W2[j, k]
+            W2T[k, j] = W2[j, k]
+    # dA = G W2^T over the K real classes, then relu passes it only where a unit was active
+    _tiles(G.ravel(), Kp, 1, npad, W2T.ravel(), Hp, K, dA.ravel(), Hp, Hp, zero,
+           W2.dtype.type(1))
+    for j in range(Hp):
         gb1[j] = zero
-    for i in range(pad_samples(n)):
+    for k in range(K):
+        gb2[k] = zero
+    for i in range(npad):
+        for j in range(Hp):
+            if Hd[i, j] <= 0:
+                dA[i, j] = zero
+            gb1[j] += dA[i, j]
         for k in range(K):
             gb2[k] += G[i, k]
-        for j in range(Hp):
-            a = A[i, j]
-            if a > 0:
-                # relu passes the gradient only where the unit was active
-                s = zero
-                for k in range(K):
-                    gW2[j, k] += a * G[i, k]
-                    s += G[i, k] * W2[j, k]
-                dA[i, j] = s
-                gb1[j] += s
-            else:
-                dA[i, j] = zero
 
 
 @jit
@@ -251,54 +271,65 @@ def _w1_update(Xb, n, dA, W1, beta, gamma):
 
 
 @jit
-def _small_update(lr, b1, W2, b2, gb1, gW2, gb2):
-    """theta -= lr * grad for b1, W2, b2, in place."""
+def _w2_update(Hd, n, G, W2, beta, gamma):
+    """W2 = beta W2 + gamma Hd^T G, as :func:`_w1_update` (rows are hidden units).
+
+    Hd (>= np, Hp), G (>= np, Kp), W2 (Hp, Kp).
+    """
+    Hp, Kp = W2.shape
+    _tiles(Hd.ravel(), 1, Hp, Hp, G.ravel(), Kp, pad_samples(n), W2.ravel(), Kp, Kp,
+           beta, gamma)
+
+
+@jit
+def _bias_update(lr, b1, b2, gb1, gb2):
+    """b -= lr * grad for both biases, in place."""
     for j in range(b1.shape[0]):
         b1[j] -= lr * gb1[j]
-        for k in range(W2.shape[1]):
-            W2[j, k] -= lr * gW2[j, k]
     for k in range(b2.shape[0]):
         b2[k] -= lr * gb2[k]
 
 
 @jit
-def _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA, gb1, gW2, gb2):
-    """Loss of the minibatch ``rows[:n]`` (float64); leaves Xb and dA for
-    :func:`_w1_update` and the other gradients in gb1, gW2, gb2."""
+def _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, Hd, Z, G, dA, W2T, gb1, gb2):
+    """Loss of the minibatch ``rows[:n]`` (float64); leaves Xb, Hd, G and dA
+    for the weight updates and the bias gradients in gb1, gb2."""
     _gather(X, table, rows, n, Xb)
-    _forward(Xb, n, W1, b1, W2, b2, A, Z)
-    value = _xent_grad(Z, y, rows, n, G) / n
+    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
+    value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
     if alpha != 0:
         value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
-    _backward(n, W2, alpha, A, G, dA, gb1, gW2, gb2)
+    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
     return value
 
 
 @jit
-def _scratch(B, W1, K):
-    """Per-call scratch for minibatches of up to B samples: rows, Xb, A, Z, G, dA."""
+def _scratch(B, W1, W2):
+    """Per-call scratch for minibatches of up to B samples: rows, Xb, Hd, Z, G, dA, W2T."""
     Dp, Hp = W1.shape
+    Kp = W2.shape[1]
     Bp = pad_samples(B)
+    dt = W1.dtype
     # Xb starts zeroed: its padding columns are never written and must stay 0.
-    return (np.empty(Bp, np.int64), np.zeros((Bp, Dp), W1.dtype), np.empty((Bp, Hp), W1.dtype),
-            np.empty((Bp, K), W1.dtype), np.empty((Bp, K), W1.dtype),
-            np.empty((Bp, Hp), W1.dtype))
+    return (np.empty(Bp, np.int64), np.zeros((Bp, Dp), dt), np.empty((Bp, Hp), dt),
+            np.empty((Bp, Kp), dt), np.empty((Bp, Kp), dt), np.empty((Bp, Hp), dt),
+            np.empty((Kp, Hp), dt))
 
 
 @jit
 def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
     """One epoch of SGD in place on the kernel-form parameters.
 
-    X (N, D) and table as for :func:`_gather`, y (N,) int64, order (N,) int64 permutation; lr, alpha of X's dtype.
-    Returns (mean minibatch loss weighted by size, diverged).  On a non-finite
-    loss it stops before that minibatch's update.
+    X (N, D) and table as for :func:`_gather`, y (N,) int64, order (N,) int64
+    permutation; lr, alpha of the model's dtype.  Returns (mean minibatch loss
+    weighted by size, diverged).  On a non-finite loss it stops before that
+    minibatch's update.
     """
     N = order.shape[0]
     B = min(batch_size, N)
     # Scratch, allocated once per epoch and reused by every minibatch.
-    rows, Xb, A, Z, G, dA = _scratch(B, W1, W2.shape[1])
+    rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1, W2)
     gb1 = np.empty_like(b1)
-    gW2 = np.empty_like(W2)
     gb2 = np.empty_like(b2)
     decay = 1 - lr * alpha
     total = 0.0
@@ -306,13 +337,14 @@ def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
         n = min(B, N - start)
         for i in range(n):
             rows[i] = order[start + i]
-        value = _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA,
-                           gb1, gW2, gb2)
+        value = _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, Hd, Z, G, dA, W2T,
+                           gb1, gb2)
         if not np.isfinite(value):
             return np.nan, True
         total += value * n
         _w1_update(Xb, n, dA, W1, decay, -lr)
-        _small_update(lr, b1, W2, b2, gb1, gW2, gb2)
+        _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
+        _bias_update(lr, b1, b2, gb1, gb2)
     return total / N, False
 
 
@@ -320,15 +352,16 @@ def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
 def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     """Loss (float64) and every gradient of one minibatch holding all of X."""
     n = X.shape[0]
-    rows, Xb, A, Z, G, dA = _scratch(n, W1, W2.shape[1])
+    rows, Xb, Hd, Z, G, dA, W2T = _scratch(n, W1, W2)
     for i in range(n):
         rows[i] = i
-    value = _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, A, Z, G, dA,
-                       gb1, gW2, gb2)
-    _w1_update(Xb, n, dA, gW1, W1.dtype.type(0), W1.dtype.type(1))
-    for d in range(W1.shape[0]):
-        for j in range(W1.shape[1]):
-            gW1[d, j] += alpha * W1[d, j]
+    value = _minibatch(X, table, y, rows, n, alpha, W1, b1, W2, b2, Xb, Hd, Z, G, dA, W2T,
+                       gb1, gb2)
+    zero, one = W1.dtype.type(0), W1.dtype.type(1)
+    _w1_update(Xb, n, dA, gW1, zero, one)
+    _w2_update(Hd, n, G, gW2, zero, one)
+    gW1 += alpha * W1
+    gW2 += alpha * W2
     return value
 
 
@@ -339,14 +372,14 @@ EVAL_BLOCK = 42 * SAMPLE_TILE  # samples per forward block when evaluating
 def _forward_blocks(X, table, W1, b1, W2, b2, y, P, want_proba):
     """Forward pass over all of X (N, D) in blocks; returns (summed CE, correct).
 
-    X and table as for :func:`_gather`.
-    With ``want_proba``, writes softmax probabilities into P (N, K); with y
-    given (len N), accumulates cross-entropy and the number of correct argmax
-    predictions (y of length 0 skips both).
+    X and table as for :func:`_gather`.  With ``want_proba``, writes softmax
+    probabilities into P (N, K); with y given (len N), accumulates
+    cross-entropy and the number of correct argmax predictions (y of length 0
+    skips both).
     """
     N = X.shape[0]
-    K = W2.shape[1]
-    rows, Xb, A, Z, _, _ = _scratch(EVAL_BLOCK, W1, K)
+    K = b2.shape[0]
+    rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1, W2)
     total = 0.0
     correct = 0
     for start in range(0, N, EVAL_BLOCK):
@@ -354,7 +387,7 @@ def _forward_blocks(X, table, W1, b1, W2, b2, y, P, want_proba):
         for i in range(n):
             rows[i] = start + i
         _gather(X, table, rows, n, Xb)
-        _forward(Xb, n, W1, b1, W2, b2, A, Z)
+        _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
         for i in range(n):
             m = Z[i, 0]
             best = 0
@@ -381,23 +414,23 @@ def _forward_blocks(X, table, W1, b1, W2, b2, y, P, want_proba):
 
 
 def to_kernel(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Fresh kernel-form arrays (W1 (Dp, Hp), b1, W2, b2), zero-padded."""
+    """Fresh kernel-form arrays W1 (Dp, Hp), b1 (Hp,), W2 (Hp, Kp), b2 (K,), zero-padded."""
     D, H, K = params.shape
-    Dp, Hp = pad_features(D), pad_hidden(H)
+    Dp, Hp, Kp = pad_features(D), pad_hidden(H), pad_classes(K)
     dtype = params.dtype
     W1 = np.zeros((Dp, Hp), dtype)
     W1[:D, :H] = params.W1
     b1 = np.zeros(Hp, dtype)
     b1[:H] = params.b1
-    W2 = np.zeros((Hp, K), dtype)
-    W2[:H] = params.W2
+    W2 = np.zeros((Hp, Kp), dtype)
+    W2[:H, :K] = params.W2
     return W1, b1, W2, np.array(params.b2, dtype=dtype, copy=True)
 
 
 def from_kernel(W1, b1, W2, b2, n_features: int, n_hidden: int) -> Params:
     """Params (fresh arrays) from kernel form, padding dropped."""
-    D, H = n_features, n_hidden
-    return Params(W1[:D, :H].copy(), b1[:H].copy(), W2[:H].copy(), b2.copy())
+    D, H, K = n_features, n_hidden, b2.shape[0]
+    return Params(W1[:D, :H].copy(), b1[:H].copy(), W2[:H, :K].copy(), b2.copy())
 
 
 # --------------------------------------------------------------------------

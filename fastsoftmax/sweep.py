@@ -50,19 +50,20 @@ def _cycles():
 @jit
 def _views(flat, off, Hp, Dp, K):
     """Kernel-form (W1, b1, W2, b2) views of one model packed in ``flat`` at ``off``."""
+    Kp = kernels.pad_classes(K)
     W1 = flat[off:off + Dp * Hp].reshape(Dp, Hp)
     off += Dp * Hp
     b1 = flat[off:off + Hp]
     off += Hp
-    W2 = flat[off:off + Hp * K].reshape(Hp, K)
-    off += Hp * K
+    W2 = flat[off:off + Hp * Kp].reshape(Hp, Kp)
+    off += Hp * Kp
     return W1, b1, W2, flat[off:off + K]
 
 
 @jit
 def _packed_size(Hp, Dp, K):
-    """Length of one model packed as [W1, b1, W2, b2] (Dp = padded feature count)."""
-    return Dp * Hp + Hp + Hp * K + K
+    """Length of one model packed as [W1, b1, W2, b2] (the kernel form's padded shapes)."""
+    return Dp * Hp + Hp + Hp * kernels.pad_classes(K) + K
 
 
 @jit(parallel=True, cache=True)
