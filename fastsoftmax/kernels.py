@@ -106,8 +106,9 @@ def _gather(X, table, rows, n, Xb):
     """Xb[i, :D] = X[rows[i]] for i < n; rows n .. pad_samples(n) of Xb zeroed.
 
     X: (N, D) of Xb's dtype with ``table`` None, or uint8 pixels with ``table``
-    = pixel_table(Xb.dtype), read through it (numba compiles only the branch
-    that applies).  Xb (>= pad_samples(n), Dp): columns D .. Dp stay zero.
+    = pixel_table(Xb.dtype), whose values they are given (numba compiles the
+    copy branch only when table is None).  Xb (>= pad_samples(n), Dp): columns
+    D .. Dp stay zero.
     """
     D = X.shape[1]
     zero = Xb.dtype.type(0)

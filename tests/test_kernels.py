@@ -23,6 +23,24 @@ def test_loss_and_grads_agree(dtype, n, hidden):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_features, hidden, n_classes", [(13, 9, 2), (50, 17, 23), (7, 64, 16)])
+def test_other_shapes_agree(dtype, n_features, hidden, n_classes):
+    """Feature, hidden and class counts off every tile size (the padding paths,
+    the two-row tail tiles of the W2 update, more than one tile of classes)."""
+    X, y = make_data(41, n_features=n_features, n_classes=n_classes, dtype=dtype, seed=hidden)
+    params = fs.init_params(n_features, hidden, n_classes, seed=3, dtype=dtype)
+    r_loss, r_grads = ref.loss_and_grads(params, X, y, 1e-2)
+    k_loss, k_grads = kernels.loss_and_grads(params, X, y, 1e-2)
+    assert rel_err(r_loss, k_loss) <= RTOL[np.dtype(dtype)]
+    assert_params_close(r_grads, k_grads, dtype)
+    order = np.random.default_rng(1).permutation(41)
+    r_params, r_loss, _ = ref.train_epoch(params, X, y, order, 8, 0.1, 1e-2)
+    k_params, k_loss, _ = kernels.train_epoch(params, X, y, order, 8, 0.1, 1e-2)
+    assert rel_err(r_loss, k_loss) <= RTOL[np.dtype(dtype)]
+    assert_params_close(r_params, k_params, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_one_step_agrees(dtype):
     X, y = make_data(64, dtype=dtype)
     params = fs.init_params(784, 40, 10, seed=0, dtype=dtype)
