@@ -39,6 +39,9 @@ SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
 INV_255 = 1.0 / 255.0  # float64
 HIDDEN_TILE = 8  # Hp is a multiple: whole float32 (8) and float64 (4) vectors
 CLASS_TILE = 16  # Kp is a multiple: one two-vector float32 tile of logits
+# A unit stride as a typed int64, not the literal 1, for which numba would
+# compile _tiles once more (compile time counts: every copy costs ~0.8 s cold).
+UNIT = np.int64(1)
 FEATURE_BLOCK = 128  # rows of W1 per forward block: 128 x 16 float32 = 8 KiB of L1
 
 
@@ -151,13 +154,13 @@ def _forward(Xb, n, W1, b1, W2, b2, Hd, Z):
     # while every sample tile uses them.
     for f in range(0, Dp, FEATURE_BLOCK):
         beta = W1.dtype.type(0) if f == 0 else one
-        _tiles(Xf[f:], Dp, 1, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), Hf, Hp, Hp,
+        _tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), Hf, Hp, Hp,
                beta, one)
     zero = W1.dtype.type(0)
     for i in range(npad):  # padded rows too: they meet zero gradients later
         for j in range(Hp):
             Hd[i, j] = max(Hd[i, j] + b1[j], zero)
-    _tiles(Hf, Hp, 1, npad, W2.ravel(), Kp, Hp, Z.ravel(), Kp, Kp, zero, one)
+    _tiles(Hf, Hp, UNIT, npad, W2.ravel(), Kp, Hp, Z.ravel(), Kp, Kp, zero, one)
     for i in range(n):
         for k in range(K):
             Z[i, k] += b2[k]
@@ -242,7 +245,7 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
         for k in range(K):
             W2T[k, j] = W2[j, k]
     # dA = G W2^T over the K real classes, then relu passes it only where a unit was active
-    _tiles(G.ravel(), Kp, 1, npad, W2T.ravel(), Hp, K, dA.ravel(), Hp, Hp, zero,
+    _tiles(G.ravel(), Kp, UNIT, npad, W2T.ravel(), Hp, K, dA.ravel(), Hp, Hp, zero,
            W2.dtype.type(1))
     for j in range(Hp):
         gb1[j] = zero
@@ -267,7 +270,7 @@ def _w1_update(Xb, n, dA, W1, beta, gamma):
     Xb (>= np, Dp), dA (>= np, Hp), W1 (Dp, Hp).
     """
     Dp, Hp = W1.shape
-    _tiles(Xb.ravel(), 1, Dp, Dp, dA.ravel(), Hp, pad_samples(n), W1.ravel(), Hp, Hp,
+    _tiles(Xb.ravel(), UNIT, Dp, Dp, dA.ravel(), Hp, pad_samples(n), W1.ravel(), Hp, Hp,
            beta, gamma)
 
 
@@ -278,7 +281,7 @@ def _w2_update(Hd, n, G, W2, beta, gamma):
     Hd (>= np, Hp), G (>= np, Kp), W2 (Hp, Kp).
     """
     Hp, Kp = W2.shape
-    _tiles(Hd.ravel(), 1, Hp, Hp, G.ravel(), Kp, pad_samples(n), W2.ravel(), Kp, Kp,
+    _tiles(Hd.ravel(), UNIT, Hp, Hp, G.ravel(), Kp, pad_samples(n), W2.ravel(), Kp, Kp,
            beta, gamma)
 
 
@@ -332,7 +335,7 @@ def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
     rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1, W2)
     gb1 = np.empty_like(b1)
     gb2 = np.empty_like(b2)
-    decay = 1 - lr * alpha
+    decay = W1.dtype.type(1) - lr * alpha  # the dtype's: one compiled _tiles serves all
     total = 0.0
     for start in range(0, N, B):
         n = min(B, N - start)
