@@ -291,7 +291,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             if diverged:
                 warnings.warn(f"SoftmaxMLPClassifier: the loss went non-finite in epoch "
                               f"{len(loss_curve) + 1}; training stopped there, keeping the last "
-                              "finite weights (try a smaller learning_rate)", RuntimeWarning)
+                              "finite weights (try a smaller learning_rate)", RuntimeWarning,
+                              stacklevel=3)  # point at the caller of fit / partial_fit
                 break
             loss_curve.append(loss)
             line = f"epoch {len(loss_curve)}: loss {loss:.6f}"
@@ -314,7 +315,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         else:
             if stop_early and epochs > 1:
                 warnings.warn(f"SoftmaxMLPClassifier: reached epochs={epochs} before the "
-                              "loss stopped improving; more epochs may help", ConvergenceWarning)
+                              "loss stopped improving; more epochs may help", ConvergenceWarning,
+                              stacklevel=3)
         params = best_params if best_params is not None else engine.params()
         return dict(params_=params, loss_curve=loss_curve, diverged_=diverged,
                     best_loss_=None if scores is not None else float(best_loss),

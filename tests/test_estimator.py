@@ -4,7 +4,6 @@ must fit into, and agreement with fs.train."""
 import pickle
 import subprocess
 import sys
-import warnings
 
 import numpy as np
 import pytest
