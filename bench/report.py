@@ -56,6 +56,11 @@ def sweeps(benches) -> dict:
     return out
 
 
+def estimator_fits(benches) -> dict:
+    names = {"test_fit_fastsoftmax": "SoftmaxMLPClassifier", "test_fit_mlpclassifier": "MLPClassifier"}
+    return {names[b["name"]]: b["stats"]["min"] for b in benches if b["name"] in names}
+
+
 def markdown(data, benches) -> str:
     cells, peers = epoch_table(benches)
     flops = {}
@@ -97,6 +102,12 @@ def markdown(data, benches) -> str:
             ratio = f" ({t / base:.1f}x fastsoftmax on 2 threads)" if base and t != base else ""
             lines.append(f"- {name}: {t:.1f} s{ratio}")
         lines.append("")
+    fits = estimator_fits(benches)
+    if fits:
+        ours, theirs = fits.get("SoftmaxMLPClassifier"), fits.get("MLPClassifier")
+        ratio = f" ({theirs / ours:.1f}x)" if ours and theirs else ""
+        lines += ["Estimator fit, 60,000 images, 10 epochs, one thread: " +
+                  ", ".join(f"{k} {v:.1f} s" for k, v in fits.items()) + ratio, ""]
     return "\n".join(lines)
 
 
