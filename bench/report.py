@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-PEER_ORDER = ["fastsoftmax", "jax-scan", "jax-vmap", "numpy-reference", "torch-manual",
+PEER_ORDER = ["fastsoftmax", "fastsoftmax-uint8", "jax-scan", "jax-vmap", "numpy-reference", "torch-manual",
               "torch-idiomatic", "sklearn-mlp"]
 
 

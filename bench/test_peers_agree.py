@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
-from peers import JaxScan, Missing, NumpyReference, TorchIdiomatic, TorchManual, Fastsoftmax
+from peers import (Fastsoftmax, FastsoftmaxPixels, JaxScan, Missing, NumpyReference,
+                   TorchIdiomatic, TorchManual)
 
 
 def _weights(impl):
@@ -26,10 +27,12 @@ def _weights(impl):
     return fs.Params(*(np.asarray(a) for a in impl.params))
 
 
-@pytest.mark.parametrize("peer", [Fastsoftmax, JaxScan, TorchIdiomatic, TorchManual])
+@pytest.mark.parametrize("peer", [Fastsoftmax, FastsoftmaxPixels, JaxScan, TorchIdiomatic,
+                                  TorchManual])
 def test_one_epoch_matches_reference(peer):
     rng = np.random.default_rng(0)
-    X = (rng.random((1000, 784)) * (rng.random((1000, 784)) < 0.5)).astype(np.float32)
+    pixels = rng.integers(0, 256, (1000, 784)) * (rng.random((1000, 784)) < 0.5)
+    X = (pixels.astype(np.float32) / np.float32(255))  # as the benchmarks' data: pixels / 255
     y = rng.integers(0, 10, 1000)
     ref = NumpyReference(X, y, 24, 64)
     ref.epoch()
