@@ -17,6 +17,8 @@ def test_readme_has_examples():
 
 
 @pytest.mark.realdata
+# the estimator example keeps MLPClassifier's default tol, which warns at the last epoch
+@pytest.mark.filterwarnings("ignore:SoftmaxMLPClassifier. reached epochs")
 def test_readme_examples_run(real_data, tmp_path, monkeypatch):
     pytest.importorskip("sklearn", reason="the estimator example needs scikit-learn "
                         "(fastsoftmax[sklearn], part of fastsoftmax[test])")
