@@ -89,6 +89,32 @@ def group_configs(configs: list[Config]) -> list[list[Config]]:
     return [sorted(g, key=lambda c: c.epochs) for _, g in sorted(groups.items())]
 
 
+def pack_groups(keys, costs, max_pack: int) -> list[list[int]]:
+    """Split jobs into packs that can train together, at most ``max_pack`` each.
+
+    Jobs with equal keys (for the sweep: batch size and epoch count, which
+    fix the minibatch sequence) may share a pack; each such class is cut into
+    as few packs as ``max_pack`` allows, balanced by cost (costliest first,
+    each to the lightest pack with room).  Returns packs of job indices, in the order
+    their classes first appear, each pack in ascending order.
+    """
+    max_pack = check_positive_int(max_pack, "pack size")
+    classes: dict = {}
+    for j, key in enumerate(keys):
+        classes.setdefault(key, []).append(j)
+    packs = []
+    for members in classes.values():
+        chunks: list[list[int]] = [[] for _ in range(-(-len(members) // max_pack))]
+        loads = [0.0] * len(chunks)
+        for j in sorted(members, key=lambda j: (-costs[j], j)):
+            c = min((k for k in range(len(chunks)) if len(chunks[k]) < max_pack),
+                    key=lambda k: (loads[k], k))
+            chunks[c].append(j)
+            loads[c] += costs[j]
+        packs.extend(sorted(chunk) for chunk in chunks)
+    return packs
+
+
 def assign_workers(costs, n_workers: int) -> list[list[int]]:
     """Greedy longest-processing-time assignment of jobs to workers.
 

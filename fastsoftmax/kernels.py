@@ -335,6 +335,21 @@ def _scratch(B, W1, W2):
 
 
 @jit
+def _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
+    """One SGD step on the minibatch ``rows[:n]``, already gathered into Xb.
+
+    Returns the minibatch's loss (float64).  A non-finite loss leaves the
+    parameters as they were: the caller reports divergence.
+    """
+    value = _minibatch(Xb, y, rows, n, alpha, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2)
+    if np.isfinite(value):
+        _w1_update(Xb, n, dA, W1, decay, -lr)
+        _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
+        _bias_update(lr, b1, b2, gb1, gb2)
+    return value
+
+
+@jit
 def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
     """One epoch of SGD in place on the kernel-form parameters.
 
@@ -358,14 +373,94 @@ def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
         _gather(X, table, rows, n, Xb)
         # the next minibatch's rows travel from memory while this one trains
         _prefetch_rows(X, order, start + B, start + 2 * B)
-        value = _minibatch(Xb, y, rows, n, alpha, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2)
+        value = _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T,
+                      gb1, gb2)
         if not np.isfinite(value):
             return np.nan, True
         total += value * n
-        _w1_update(Xb, n, dA, W1, decay, -lr)
-        _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
-        _bias_update(lr, b1, b2, gb1, gb2)
     return total / N, False
+
+
+@jit
+def packed_size(Hp, Dp, K):
+    """Length of one model packed as [W1, b1, W2, b2] (the kernel form's padded shapes)."""
+    return Dp * Hp + Hp + Hp * pad_classes(K) + K
+
+
+@jit
+def packed_views(flat, off, Hp, Dp, K):
+    """Kernel-form (W1, b1, W2, b2) views of one model packed in 1-D ``flat`` at ``off``."""
+    Kp = pad_classes(K)
+    W1 = flat[off:off + Dp * Hp].reshape(Dp, Hp)
+    off += Dp * Hp
+    b1 = flat[off:off + Hp]
+    off += Hp
+    W2 = flat[off:off + Hp * Kp].reshape(Hp, Kp)
+    off += Hp * Kp
+    return W1, b1, W2, flat[off:off + K]
+
+
+@jit
+def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, state, offs, hidden, K,
+                      alive, losses):
+    """One epoch of SGD for P models that share the minibatch order, in place.
+
+    Each minibatch is gathered once and trains every model in turn, so the
+    gather and its trip to memory are paid once for all of them.  Every model
+    sees exactly the operations :func:`_train_epoch` would apply to it alone,
+    in the same order: the results are bit-identical to training it alone.
+
+    X, table, y, order as for :func:`_train_epoch`; lrs, alphas (P,) of the
+    model dtype; state 1-D: model m packed at offs[m] (see :func:`packed_views`)
+    with hidden[m] (a multiple of HIDDEN_TILE) hidden units and K classes.
+    alive (P,) bool, in and out: models marked False are skipped; a model whose
+    loss turns non-finite is marked False before that minibatch's update.
+    losses (P,) float64 out: mean loss, NaN for models not alive at the end.
+    """
+    N = order.shape[0]
+    B = min(batch_size, N)
+    P = offs.shape[0]
+    Dp = pad_features(X.shape[1])
+    Kp = pad_classes(K)
+    Bp = pad_samples(B)
+    Hmax = 0
+    for m in range(P):
+        Hmax = max(Hmax, hidden[m])
+    dt = state.dtype
+    # One set of scratch, sized for the widest model; each model's 2-D views
+    # of it have that model's own row stride.
+    rows = np.empty(Bp, np.int64)
+    Xb = np.zeros((Bp, Dp), dt)  # padding columns never written: they stay 0
+    Z = np.empty((Bp, Kp), dt)
+    G = np.empty((Bp, Kp), dt)
+    hd = np.empty(Bp * Hmax, dt)
+    da = np.empty(Bp * Hmax, dt)
+    w2t = np.empty(Kp * Hmax, dt)
+    gb1 = np.empty(Hmax, dt)
+    gb2 = np.empty(K, dt)
+    total = np.zeros(P)
+    for start in range(0, N, B):
+        n = min(B, N - start)
+        for i in range(n):
+            rows[i] = order[start + i]
+        _gather(X, table, rows, n, Xb)
+        _prefetch_rows(X, order, start + B, start + 2 * B)
+        for m in range(P):
+            if not alive[m]:
+                continue
+            Hp = hidden[m]
+            W1, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
+            lr, alpha = lrs[m], alphas[m]
+            decay = state.dtype.type(1) - lr * alpha
+            value = _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2,
+                          hd[:Bp * Hp].reshape(Bp, Hp), Z, G, da[:Bp * Hp].reshape(Bp, Hp),
+                          w2t[:Kp * Hp].reshape(Kp, Hp), gb1[:Hp], gb2)
+            if np.isfinite(value):
+                total[m] += value * n
+            else:
+                alive[m] = False
+    for m in range(P):
+        losses[m] = total[m] / N if alive[m] else np.nan
 
 
 @jit
@@ -500,6 +595,33 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
                                   batch_size, _scalar(params, learning_rate),
                                   _scalar(params, alpha), *k)
     return from_kernel(*k, *params.shape[:2]), float(loss), bool(diverged)
+
+
+def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: np.ndarray,
+                     batch_size: int, learning_rates, alphas) -> tuple[list[Params], list[float],
+                                                                       list[bool]]:
+    """:func:`train_epoch` for several models at once, sharing ``order``.
+
+    params: P models of one dtype and one (D, K), any hidden sizes; learning_rates,
+    alphas: P values each.  Returns the P trained models (fresh arrays), their
+    losses and whether each diverged, exactly as P calls of :func:`train_epoch`.
+    """
+    D, _, K = params[0].shape
+    dtype = params[0].dtype
+    Dp = pad_features(D)
+    hidden = np.array([pad_hidden(p.shape[1]) for p in params], np.int64)
+    sizes = [packed_size(h, Dp, K) for h in hidden]
+    offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    state = np.concatenate([a.ravel() for p in params for a in to_kernel(p)])
+    alive = np.ones(len(params), np.bool_)
+    losses = np.empty(len(params))
+    _train_epoch_many(X, table_for(X, dtype), np.asarray(y, np.int64),
+                      np.asarray(order, np.int64), batch_size,
+                      np.asarray(learning_rates, dtype), np.asarray(alphas, dtype),
+                      state, offs, hidden, K, alive, losses)
+    out = [from_kernel(*packed_views(state, offs[m], hidden[m], Dp, K), D, p.shape[1])
+           for m, p in enumerate(params)]
+    return out, [float(v) for v in losses], [not a for a in alive]
 
 
 _NO_LABELS = np.empty(0, np.int64)

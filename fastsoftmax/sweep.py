@@ -4,10 +4,16 @@
 this module is the engine: :func:`run_sweep` packs the groups of a grid into
 flat arrays and runs :func:`_sweep` across the cores with ``numba.prange``.
 
-Determinism: each group (configurations differing only in epochs) is trained
-start to finish by one thread with the serial kernels, so every floating-point
-reduction of a configuration happens in one thread in one order, and the
-results are bit-identical whatever the number of workers.
+Groups (configurations differing only in epochs) that share a batch size and
+an epoch count see the same minibatches, so they train in packs: each
+minibatch is gathered from memory once and then trains every model of the
+pack (kernels._train_epoch_many).
+
+Determinism: each pack is trained start to finish by one thread with the
+serial kernels, and each model of a pack sees exactly the operations it would
+alone, so every floating-point reduction of a configuration happens in one
+thread in one order, and the results are bit-identical whatever the number of
+workers or the packing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from . import kernels
 from ._jit import jit
-from .grid import Config, assign_workers, group_configs
+from .grid import Config, assign_workers, group_configs, pack_groups
 from .params import init_params, minibatch_orders
 
 @intrinsic
@@ -47,35 +53,19 @@ def _cycles():
     return _read_cycle_counter()
 
 
-@jit
-def _views(flat, off, Hp, Dp, K):
-    """Kernel-form (W1, b1, W2, b2) views of one model packed in ``flat`` at ``off``."""
-    Kp = kernels.pad_classes(K)
-    W1 = flat[off:off + Dp * Hp].reshape(Dp, Hp)
-    off += Dp * Hp
-    b1 = flat[off:off + Hp]
-    off += Hp
-    W2 = flat[off:off + Hp * Kp].reshape(Hp, Kp)
-    off += Hp * Kp
-    return W1, b1, W2, flat[off:off + K]
-
-
-@jit
-def _packed_size(Hp, Dp, K):
-    """Length of one model packed as [W1, b1, W2, b2] (the kernel form's padded shapes)."""
-    return Dp * Hp + Hp + Hp * kernels.pad_classes(K) + K
-
-
 @jit(parallel=True, cache=True)
-def _sweep(X, y, Xv, yv, table, K, orders, plan,
+def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
            g_batch, g_lr, g_alpha, g_hidden, g_epochs, g_off, state,
            c_group, c_epochs, c_off, snaps,
            train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged,
            stop):
-    """Train every group of the plan; worker w runs the groups ``plan[w]`` in order.
+    """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
     X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
     X and Xv with their pixel table, or None); K classes; orders (E, N) int64.
+    A pack (a row of ``packs``, padded with -1) lists groups with one batch
+    size and one epoch count; they train together, each minibatch gathered
+    once for all (kernels._train_epoch_many).
     Per group g: batch size, lr, alpha (of the model dtype), padded hidden size,
     epoch count, and the offset of its packed model in ``state`` (1-D).
     Per configuration c: its group, epoch count, and the offset in ``snaps``
@@ -92,31 +82,45 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan,
     for w in numba.prange(plan.shape[0]):
         no_proba = np.empty((0, 0), state.dtype)
         for t in range(plan.shape[1]):
-            g = plan[w, t]
-            if g < 0 or stop[w] != 0:
+            p = plan[w, t]
+            if p < 0 or stop[w] != 0:
                 break
-            Hp = g_hidden[g]
-            W1, b1, W2, b2 = _views(state, g_off[g], Hp, Dp, K)
-            size = _packed_size(Hp, Dp, K)
-            g_start[g] = _cycles()
-            for e in range(g_epochs[g]):
+            P = 0
+            while P < packs.shape[1] and packs[p, P] >= 0:
+                P += 1
+            members = packs[p, :P].copy()
+            first = members[0]
+            alive = np.ones(P, np.bool_)
+            losses = np.empty(P)
+            started = _cycles()
+            for m in range(P):
+                g_start[members[m]] = started
+            for e in range(g_epochs[first]):
                 if stop[w] != 0:
                     break
-                loss, div = kernels._train_epoch(X, table, y, orders[e], g_batch[g], g_lr[g],
-                                                 g_alpha[g], W1, b1, W2, b2)
-                if div:
-                    diverged[g] = True
+                kernels._train_epoch_many(X, table, y, orders[e], g_batch[first],
+                                          g_lr[members], g_alpha[members], state,
+                                          g_off[members], g_hidden[members], K, alive, losses)
+                for m in range(P):
+                    g = members[m]
+                    if not alive[m]:
+                        diverged[g] = True
+                        continue
+                    Hp = g_hidden[g]
+                    W1, b1, W2, b2 = kernels.packed_views(state, g_off[g], Hp, Dp, K)
+                    ce, correct = kernels._forward_blocks(Xv, table, W1, b1, W2, b2, yv,
+                                                          no_proba, False)
+                    train_loss[g, e] = losses[m]
+                    val_loss[g, e] = ce / Nv
+                    val_acc[g, e] = correct / Nv
+                    size = kernels.packed_size(Hp, Dp, K)
+                    for c in range(c_group.shape[0]):
+                        if c_group[c] == g and c_epochs[c] == e + 1:
+                            snaps[c_off[c]:c_off[c] + size] = state[g_off[g]:g_off[g] + size]
+                    epoch_end[g, e] = _cycles()
+                    epochs_done[g] = e + 1
+                if not alive.any():
                     break
-                ce, correct = kernels._forward_blocks(Xv, table, W1, b1, W2, b2, yv, no_proba,
-                                                      False)
-                train_loss[g, e] = loss
-                val_loss[g, e] = ce / Nv
-                val_acc[g, e] = correct / Nv
-                for c in range(c_group.shape[0]):
-                    if c_group[c] == g and c_epochs[c] == e + 1:
-                        snaps[c_off[c]:c_off[c] + size] = state[g_off[g]:g_off[g] + size]
-                epoch_end[g, e] = _cycles()
-                epochs_done[g] = e + 1
 
 
 @dataclass
@@ -127,6 +131,8 @@ class Record:
     the configuration's epochs, or to the epoch before divergence).  Final
     values are those of the last epoch; NaN when the configuration diverged.
     val_loss is the mean cross-entropy on the validation set (no L2 term).
+    seconds is the wall time from the start of the configuration's pack to the
+    end of its last epoch (the models of a pack train together and share it).
     """
 
     config: Config
@@ -171,6 +177,10 @@ class SweepOutput:
     interrupted: bool
 
 
+# Groups trained together at most: each minibatch is gathered once for a pack.
+PACK_SIZE = 4
+
+
 def cost(config: Config, n_samples: int) -> float:
     """Relative training cost of a group whose largest epoch count is config.epochs."""
     Hp = kernels.pad_hidden(config.hidden_size)
@@ -180,7 +190,8 @@ def cost(config: Config, n_samples: int) -> float:
 
 def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
               workers: int = 1, seed: int = 0, on_record=None, on_progress=None,
-              poll_seconds: float = 0.2, dtype=None) -> SweepOutput:
+              poll_seconds: float = 0.2, dtype=None,
+              pack_size: int = PACK_SIZE) -> SweepOutput:
     """Train every configuration on (X, y), validating on (X_val, y_val).
 
     X, X_val : (n, D) arrays, validated: both of the model dtype (float32 or
@@ -191,6 +202,9 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     seed : initialisation and minibatch order (shared by all configurations)
     on_record(Record) : called as each configuration finishes
     on_progress(epochs_done, epochs_total) : called every ``poll_seconds``
+    pack_size : at most this many groups train together (same results for
+        any value; fewer, larger packs share more memory traffic but leave
+        fewer jobs to balance across workers)
 
     A KeyboardInterrupt while waiting stops every worker after its current
     epoch; the finished configurations are returned with ``interrupted``.
@@ -217,7 +231,7 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     g_hidden = np.array([kernels.pad_hidden(c.hidden_size) for c in heads], np.int64)
     g_epochs = np.array([c.epochs for c in heads], np.int64)
     Dp = kernels.pad_features(D)
-    sizes = [_packed_size(h, Dp, K) for h in g_hidden]
+    sizes = [kernels.packed_size(h, Dp, K) for h in g_hidden]
     g_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
     state = np.empty(int(sum(sizes)), dtype)
     inits = {}
@@ -242,8 +256,13 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     epochs_done = np.zeros(G, np.int64)
     diverged = np.zeros(G, np.bool_)
 
-    W = max(1, min(workers, G))
-    assignment = assign_workers([cost(c, N) for c in heads], W)
+    g_cost = [cost(c, N) for c in heads]
+    pack_list = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size)
+    packs = np.full((len(pack_list), max(len(p) for p in pack_list)), -1, np.int64)
+    for i, members in enumerate(pack_list):
+        packs[i, :len(members)] = members
+    W = max(1, min(workers, len(pack_list)))
+    assignment = assign_workers([sum(g_cost[g] for g in p) for p in pack_list], W)
     plan = np.full((W, max(len(a) for a in assignment)), -1, np.int64)
     for w, jobs in enumerate(assignment):
         plan[w, :len(jobs)] = jobs
@@ -254,8 +273,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     def work():
         try:
             with threadpool_limits(limits=1):  # no BLAS threads inside the parallel region
-                _sweep(X, y, X_val, y_val, table, K, orders, plan, g_batch, g_lr, g_alpha, g_hidden,
-                       g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
+                _sweep(X, y, X_val, y_val, table, K, orders, plan, packs, g_batch, g_lr, g_alpha,
+                       g_hidden, g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
                        train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done,
                        diverged, stop)
         except BaseException as exc:  # re-raised in the caller's thread
@@ -324,7 +343,7 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
         rec = records.get(ci)
         if rec is not None and not rec.diverged:
             packed = snaps[c_off[ci]:c_off[ci] + c_sizes[ci]]
-            params[c] = kernels.from_kernel(*_views(packed, 0, int(g_hidden[gi]), Dp, K),
+            params[c] = kernels.from_kernel(*kernels.packed_views(packed, 0, int(g_hidden[gi]), Dp, K),
                                             D, c.hidden_size)
     ordered = [records[ci] for ci in sorted(records)]
     return SweepOutput(ordered, params, interrupted)

@@ -95,6 +95,26 @@ def test_huge_logits_give_finite_loss(dtype):
     assert rel_err(r_loss, loss) <= RTOL[np.dtype(dtype)]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_training_together_equals_training_alone(dtype):
+    # Models of several widths share each gathered minibatch; one diverges
+    # part-way (lr * alpha = 1e30 overflows float64 too) and must not disturb the others.
+    X, y = make_data(600, dtype=dtype, seed=4)
+    order = np.random.default_rng(6).permutation(600)
+    hidden = [20, 7, 40, 3]
+    lrs, alphas = [0.05, 0.2, 0.01, 1e30], [1e-3, 0.0, 1.0, 1.0]
+    params = [fs.init_params(784, h, 10, seed=i, dtype=dtype) for i, h in enumerate(hidden)]
+    together, losses, diverged = kernels.train_epoch_many(params, X, y, order, 32, lrs, alphas)
+    assert diverged == [False, False, False, True] and np.isnan(losses[3])
+    for m, p in enumerate(params):
+        alone, loss, div = kernels.train_epoch(p, X, y, order, 32, lrs[m], alphas[m])
+        assert div == diverged[m]
+        if not div:  # a diverged model's weights are not used; its packmates' are exact
+            for a, b in zip(alone, together[m]):
+                np.testing.assert_array_equal(a, b)
+            assert rel_err(loss, losses[m]) <= 1e-12
+
+
 def test_divergence_stops_before_the_bad_update():
     X, y = make_data(256, dtype=np.float32)
     params = fs.init_params(784, 8, 10, seed=0, dtype=np.float32)

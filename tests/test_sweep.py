@@ -47,6 +47,20 @@ def test_bad_axes(axes, match):
         grid.build_grid(**{**grid.DEFAULT, **axes})
 
 
+def test_packs_share_a_key_respect_the_size_and_balance():
+    keys = ["a"] * 8 + ["b"] * 3
+    costs = [5, 5, 5, 5, 3, 3, 3, 3, 1, 1, 1]
+    packs = grid.pack_groups(keys, costs, 4)
+    assert sorted(j for p in packs for j in p) == list(range(11))
+    assert all(len({keys[j] for j in p}) == 1 and len(p) <= 4 for p in packs)
+    assert len(packs) == 3  # as few as the size allows
+    a_loads = sorted(sum(costs[j] for j in p) for p in packs if keys[p[0]] == "a")
+    assert a_loads == [16, 16]  # two 5s and two 3s each, not four 5s and four 3s
+    assert grid.pack_groups(keys, costs, 1) == [[j] for j in range(11)]
+    with pytest.raises(ValueError, match="pack size"):
+        grid.pack_groups(keys, costs, 0)
+
+
 def test_assignment_balances_costliest_first():
     plan = grid.assign_workers([8, 4, 2, 1, 1, 1, 1, 1, 1, 1, 1], 2)
     loads = sorted(sum([8, 4, 2, 1, 1, 1, 1, 1, 1, 1, 1][j] for j in jobs) for jobs in plan)
@@ -75,7 +89,7 @@ def test_epoch_sharing_equals_separate_training(small):
         _same(alone, shared)
 
 
-def test_bit_identical_across_worker_counts(small):
+def test_bit_identical_across_worker_counts_and_packs(small):
     configs = grid.build_grid(batch_size=[8, 32, 64], learning_rate=[0.05, 0.2], epochs=[2, 3],
                               alpha=[0.0, 1e-2], hidden_size=[3, 10])
     one = run_sweep(configs, *small, workers=1)
@@ -83,6 +97,17 @@ def test_bit_identical_across_worker_counts(small):
     assert len(one.records) == len(configs)
     _same(one, two)
     _same(two, one)
+    for pack_size in (1, 3, 8):  # alone, uneven packs, a whole batch size at once
+        _same(one, run_sweep(configs, *small, workers=2, pack_size=pack_size))
+
+
+def test_divergence_in_a_pack_leaves_the_others_as_if_alone(small):
+    configs = grid.build_grid(batch_size=[16], learning_rate=[0.1, 1e3], epochs=[1, 3],
+                              alpha=[1.0, 1e-3], hidden_size=[4, 9])
+    packed = run_sweep(configs, *small, workers=1, pack_size=8)
+    alone = run_sweep(configs, *small, workers=1, pack_size=1)
+    assert {r.config.learning_rate for r in packed.records if r.diverged} == {1e3}
+    _same(packed, alone)
 
 
 def test_uint8_pixels_equal_scaled_floats():
