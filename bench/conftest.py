@@ -1,11 +1,14 @@
 """Benchmark setup: the real data, honest thread control, and the machine's GEMM limit.
 
 Run with ``python -m pytest bench/`` (see README.md, "Speed").  Every
-single-configuration benchmark runs on ONE thread for every library: BLAS via
-threadpoolctl, torch via set_num_threads, numba via set_num_threads, and XLA via
-the flags below, which must be set before JAX is imported.
+single-configuration benchmark runs on ONE core for every library: BLAS via
+threadpoolctl, torch via set_num_threads, numba via set_num_threads, XLA via
+the flags below (which must be set before JAX is imported), and, because the
+flags alone did not do it (JAX 0.10 still kept 1.65 cores busy: process CPU
+time over wall time), every thread of the process pinned to one core.
 """
 
+import contextlib
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
@@ -30,6 +33,46 @@ def train_set():
     return X, data.train_labels.astype(np.int64)
 
 
+def _threads():
+    return [int(t) for t in os.listdir("/proc/self/task")]
+
+
+@contextlib.contextmanager
+def _pinned_to_one_core():
+    """Every thread of this process (and every thread they start) on one CPU.
+
+    sched_setaffinity(0, ...) would pin only the calling thread; thread pools
+    that already exist (XLA's, torch's) are pinned one by one through their
+    thread ids.  Linux only; elsewhere the library settings alone apply.
+    """
+    if not (hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task")):
+        yield
+        return
+    saved = {}
+    core = {min(os.sched_getaffinity(0))}
+    for tid in _threads():
+        try:
+            saved[tid] = os.sched_getaffinity(tid)
+            os.sched_setaffinity(tid, core)
+        except OSError:  # the thread ended meanwhile
+            pass
+    try:
+        yield
+    finally:
+        for tid, mask in saved.items():
+            try:
+                os.sched_setaffinity(tid, mask)
+            except OSError:
+                pass
+        # threads started while pinned inherited the one core: free them too
+        everything = set().union(*saved.values())
+        for tid in set(_threads()) - set(saved):
+            try:
+                os.sched_setaffinity(tid, everything)
+            except OSError:
+                pass
+
+
 @pytest.fixture
 def one_thread():
     """Hold every library we can reach to one thread for the benchmark."""
@@ -42,7 +85,7 @@ def one_thread():
         torch.set_num_threads(1)
     except ImportError:
         torch = None
-    with threadpool_limits(1):
+    with threadpool_limits(1), _pinned_to_one_core():
         yield
     if torch is not None:
         torch.set_num_threads(torch_threads)

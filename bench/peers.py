@@ -69,6 +69,36 @@ class FastsoftmaxPixels(Fastsoftmax):
                                     self.lr, self.alpha, *self.state)
 
 
+class FastsoftmaxPack:
+    """fastsoftmax's answer to vmap: C configurations (here learning rates, as
+    JaxVmap's) trained together, each minibatch gathered once for all of them."""
+
+    def __init__(self, X, y, H, B, n_configs=4):
+        self.X, self.y, self.B, self.H = X, y, B, H
+        one = np.concatenate([a.ravel() for a in kernels.to_kernel(
+            fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype))])
+        self.state = np.concatenate([one] * n_configs)
+        self.offs = np.arange(n_configs, dtype=np.int64) * one.size
+        self.hidden = np.full(n_configs, kernels.pad_hidden(H), np.int64)
+        self.lrs = (LEARNING_RATE * 2.0 ** -np.arange(n_configs)).astype(X.dtype)
+        self.alphas = np.full(n_configs, ALPHA, X.dtype)
+        self.alive = np.ones(n_configs, np.bool_)
+        self.losses = np.empty(n_configs)
+        self.order = fs.minibatch_orders(len(X), 1, SEED)[0]
+
+    def epoch(self):
+        kernels._train_epoch_many(self.X, None, self.y, self.order, self.B, self.lrs,
+                                  self.alphas, self.state, self.offs, self.hidden, 10,
+                                  self.alive, self.losses)
+        return float(self.losses[0])
+
+    def trained(self, m: int):
+        """Configuration m's trained weights, as Params."""
+        Dp = kernels.pad_features(self.X.shape[1])
+        views = kernels.packed_views(self.state, self.offs[m], self.hidden[m], Dp, 10)
+        return kernels.from_kernel(*views, self.X.shape[1], self.H)
+
+
 class NumpyReference:
     """fastsoftmax.reference: the plain NumPy loop a user would write by hand."""
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from peers import PEERS, JaxVmap, Missing, make, model_flops_per_sample
+from peers import PEERS, FastsoftmaxPack, JaxVmap, Missing, make, model_flops_per_sample
 
 HIDDEN = (20, 40)
 BATCH = (32, 64, 128)
@@ -47,3 +47,12 @@ def test_epoch_jax_vmap(benchmark, train_set, one_thread, H, B):
     X, y = train_set
     benchmark.group = f"epoch H={H} B={B}"
     _run(benchmark, lambda: JaxVmap(X, y, H, B, n_configs=4), len(X), H, configs=4)
+
+
+@pytest.mark.parametrize("B", BATCH)
+@pytest.mark.parametrize("H", HIDDEN)
+def test_epoch_fastsoftmax_pack(benchmark, train_set, one_thread, H, B):
+    """fastsoftmax's grid-search path, the same 4 configurations as jax-vmap."""
+    X, y = train_set
+    benchmark.group = f"epoch H={H} B={B}"
+    _run(benchmark, lambda: FastsoftmaxPack(X, y, H, B, n_configs=4), len(X), H, configs=4)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
-from peers import (Fastsoftmax, FastsoftmaxPixels, JaxScan, Missing, NumpyReference,
-                   TorchIdiomatic, TorchManual)
+from peers import (Fastsoftmax, FastsoftmaxPack, FastsoftmaxPixels, JaxScan, JaxVmap, Missing,
+                   NumpyReference, TorchIdiomatic, TorchManual)
 
 
 def _weights(impl):
@@ -44,3 +44,24 @@ def test_one_epoch_matches_reference(peer):
     for name, a, b in zip(fs.Params._fields, _weights(impl), ref.params):
         scale = np.abs(b).max()
         assert np.abs(a - b).max() <= 1e-4 * scale, name
+
+
+@pytest.mark.parametrize("peer", [FastsoftmaxPack, JaxVmap])
+def test_four_configurations_match_the_reference(peer):
+    """The grid-search peers train each of their 4 learning rates as the reference would."""
+    rng = np.random.default_rng(1)
+    X = (rng.integers(0, 256, (600, 784)) / 255).astype(np.float32)
+    y = rng.integers(0, 10, 600)
+    try:
+        impl = peer(X, y, 24, 64, n_configs=4)
+    except Missing as exc:
+        pytest.skip(str(exc))
+    impl.epoch()
+    for m in range(4):
+        ref = fs.init_params(784, 24, 10, seed=0, dtype=np.float32)
+        order = fs.minibatch_orders(600, 1, 0)[0]
+        ref, _, _ = fs.reference.train_epoch(ref, X, y, order, 64, float(impl.lrs[m]), 1e-4)
+        got = impl.trained(m) if isinstance(impl, FastsoftmaxPack) else fs.Params(
+            *(np.asarray(a[m]) for a in impl.params))
+        for name, a, b in zip(fs.Params._fields, got, ref):
+            assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max(), (m, name)

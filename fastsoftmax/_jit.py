@@ -11,7 +11,7 @@ import numba
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 
 
-def jit(fn=None, *, parallel=False, cache=True):
+def jit(fn=None, *, parallel=False, cache=True, inline="never"):
     """``numba.njit`` with the project's flags.
 
     ``error_model="numpy"`` drops the division-by-zero checks that would block
@@ -26,6 +26,7 @@ def jit(fn=None, *, parallel=False, cache=True):
         cache=cache,
         parallel=parallel,
         boundscheck=False,
+        inline=inline,
     )
     if fn is None:
         return lambda f: numba.njit(**options)(f)

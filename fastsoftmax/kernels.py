@@ -310,18 +310,6 @@ def _bias_update(lr, b1, b2, gb1, gb2):
 
 
 @jit
-def _minibatch(Xb, y, rows, n, alpha, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
-    """Loss (float64) of the minibatch ``rows[:n]``, already gathered into Xb;
-    leaves Hd, G and dA for the weight updates and the bias gradients in gb1, gb2."""
-    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
-    value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
-    if alpha != 0:
-        value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
-    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
-    return value
-
-
-@jit
 def _scratch(B, W1, W2):
     """Per-call scratch for minibatches of up to B samples: rows, Xb, Hd, Z, G, dA, W2T."""
     Dp, Hp = W1.shape
@@ -334,18 +322,27 @@ def _scratch(B, W1, W2):
             np.empty((Kp, Hp), dt))
 
 
-@jit
+@jit(inline="always")
 def _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
     """One SGD step on the minibatch ``rows[:n]``, already gathered into Xb.
 
     Returns the minibatch's loss (float64).  A non-finite loss leaves the
-    parameters as they were: the caller reports divergence.
+    parameters as they were: the caller reports divergence.  Hd, Z, G, dA,
+    W2T, gb1, gb2: scratch as from :func:`_scratch`.
     """
-    value = _minibatch(Xb, y, rows, n, alpha, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2)
-    if np.isfinite(value):
-        _w1_update(Xb, n, dA, W1, decay, -lr)
-        _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
-        _bias_update(lr, b1, b2, gb1, gb2)
+    # The parts are called from here directly, not through a helper per
+    # phase: numba re-optimises and re-emits every callee inside each caller,
+    # so each level of nesting added ~2 s to a cold start.
+    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
+    value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
+    if alpha != 0:
+        value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
+    if not np.isfinite(value):
+        return value
+    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
+    _w1_update(Xb, n, dA, W1, decay, -lr)
+    _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
+    _bias_update(lr, b1, b2, gb1, gb2)
     return value
 
 
@@ -471,7 +468,11 @@ def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     for i in range(n):
         rows[i] = i
     _gather(X, table, rows, n, Xb)
-    value = _minibatch(Xb, y, rows, n, alpha, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2)
+    # _step's phases, with the weight gradients written out instead of applied
+    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
+    value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
+    value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
+    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
     zero, one = W1.dtype.type(0), W1.dtype.type(1)
     _w1_update(Xb, n, dA, gW1, zero, one)
     _w2_update(Hd, n, G, gW2, zero, one)
