@@ -49,6 +49,12 @@ def gemm(benches) -> dict:
             for b in benches if b["name"].startswith("test_gemm")}
 
 
+def core_peak(benches):
+    """One core's float32 multiply-add peak (GFLOP/s), or None."""
+    return next((b["extra_info"]["gflops"] for b in benches
+                 if b["name"].startswith("test_core_peak")), None)
+
+
 def sweeps(benches) -> dict:
     out = {}
     for b in benches:
@@ -82,8 +88,11 @@ def markdown(data, benches) -> str:
                   "as a pack against JAX's vmap.", ""]
         singles = [p for p in peers if p != "fastsoftmax" and p not in PACKED]
         head = ["H", "B", "fastsoftmax samples/s"] + [f"x {p}" for p in singles]
+        peak = core_peak(benches)
         if g.get(1):
             head.append("% of 1-thread GEMM")
+        if peak:
+            head.append("% of core peak")
         head += ["fastsoftmax-pack4 samples/s", "x jax-vmap"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for (H, B), row in cells.items():
@@ -93,6 +102,8 @@ def markdown(data, benches) -> str:
                 cols.append(f"{ours / row[p]:.2f}" if ours and p in row else "skipped")
             if g.get(1):
                 cols.append(f"{100 * flops.get((H, B), 0) / g[1]:.0f}%")
+            if peak:
+                cols.append(f"{100 * flops.get((H, B), 0) / peak:.0f}%")
             pack, vmap = row.get("fastsoftmax-pack4"), row.get("jax-vmap")
             cols.append(f"{pack / 1e6:.2f}M" if pack else "-")
             cols.append(f"{pack / vmap:.2f}" if pack and vmap else "skipped")
@@ -101,6 +112,9 @@ def markdown(data, benches) -> str:
     if g:
         lines += ["float32 GEMM 4096 x 4096 (NumPy's BLAS): " +
                   ", ".join(f"{t} thread(s) {v:.0f} GFLOP/s" for t, v in sorted(g.items())), ""]
+    if core_peak(benches):
+        lines += [f"One core's float32 multiply-add peak (a 6 x 16 register tile on operands in "
+                  f"L1): {core_peak(benches):.0f} GFLOP/s", ""]
     s = sweeps(benches)
     if s:
         lines += ["Default sweep, 72 configurations, 48,000 / 12,000 images, wall time:", ""]
