@@ -89,29 +89,43 @@ def group_configs(configs: list[Config]) -> list[list[Config]]:
     return [sorted(g, key=lambda c: c.epochs) for _, g in sorted(groups.items())]
 
 
-def pack_groups(keys, costs, max_pack: int) -> list[list[int]]:
-    """Split jobs into packs that can train together, at most ``max_pack`` each.
+def pack_groups(keys, costs, max_pack: int, sizes=None, max_size: float = float("inf")
+                ) -> list[list[int]]:
+    """Split jobs into packs that can train together.
 
     Jobs with equal keys (for the sweep: batch size and epoch count, which
-    fix the minibatch sequence) may share a pack; each such class is cut into
-    as few packs as ``max_pack`` allows, balanced by cost (costliest first,
-    each to the lightest pack with room).  Returns packs of job indices, in the order
-    their classes first appear, each pack in ascending order.
+    fix the minibatch sequence) may share a pack of at most ``max_pack`` jobs
+    whose ``sizes`` (for the sweep: bytes of weights) add up to at most
+    ``max_size`` (a job larger than that gets a pack of its own).  Each class
+    is cut into as few packs as the limits allow, balanced by cost (costliest
+    first, each to the lightest pack with room).  Returns packs of job
+    indices, in the order their classes first appear, each pack ascending.
     """
     max_pack = check_positive_int(max_pack, "pack size")
+    sizes = [0] * len(keys) if sizes is None else list(sizes)
     classes: dict = {}
     for j, key in enumerate(keys):
         classes.setdefault(key, []).append(j)
     packs = []
     for members in classes.values():
-        chunks: list[list[int]] = [[] for _ in range(-(-len(members) // max_pack))]
-        loads = [0.0] * len(chunks)
+        n = max(-(-len(members) // max_pack),
+                int(-(-sum(sizes[j] for j in members) // max_size)) if max_size < float("inf")
+                else 1)
+        chunks: list[list[int]] = [[] for _ in range(n)]
+        loads, used = [0.0] * n, [0] * n
         for j in sorted(members, key=lambda j: (-costs[j], j)):
-            c = min((k for k in range(len(chunks)) if len(chunks[k]) < max_pack),
-                    key=lambda k: (loads[k], k))
+            room = [k for k in range(len(chunks)) if len(chunks[k]) < max_pack
+                    and (not chunks[k] or used[k] + sizes[j] <= max_size)]
+            if not room:  # the sizes did not divide evenly: one more pack
+                chunks.append([])
+                loads.append(0.0)
+                used.append(0)
+                room = [len(chunks) - 1]
+            c = min(room, key=lambda k: (loads[k], k))
             chunks[c].append(j)
             loads[c] += costs[j]
-        packs.extend(sorted(chunk) for chunk in chunks)
+            used[c] += sizes[j]
+        packs.extend(sorted(chunk) for chunk in chunks if chunk)
     return packs
 
 

@@ -57,6 +57,13 @@ def test_packs_share_a_key_respect_the_size_and_balance():
     a_loads = sorted(sum(costs[j] for j in p) for p in packs if keys[p[0]] == "a")
     assert a_loads == [16, 16]  # two 5s and two 3s each, not four 5s and four 3s
     assert grid.pack_groups(keys, costs, 1) == [[j] for j in range(11)]
+    # a size budget splits packs further; a job over the budget packs alone
+    sizes = [40, 40, 40, 40, 10, 10, 10, 10, 200, 1, 1]
+    packs = grid.pack_groups(keys, costs, 4, sizes, 100)
+    assert sorted(j for p in packs for j in p) == list(range(11))
+    for p in packs:
+        assert len(p) == 1 or sum(sizes[j] for j in p) <= 100
+    assert [8] in packs
     with pytest.raises(ValueError, match="pack size"):
         grid.pack_groups(keys, costs, 0)
 
