@@ -19,7 +19,9 @@ PEER_ORDER = ["fastsoftmax", "fastsoftmax-uint8", "jax-scan", "numpy-reference",
               "torch-idiomatic", "sklearn-mlp", "fastsoftmax-pack4", "jax-vmap"]
 # Four configurations per epoch, counted in aggregate samples/s: compared with each other.
 PACKED = ("fastsoftmax-pack4", "jax-vmap")
-TEST_PEER = {"test_epoch_jax_vmap": "jax-vmap", "test_epoch_fastsoftmax_pack": "fastsoftmax-pack4"}
+# pytest-benchmark names the 4-configuration runs by their "name" parameter
+TEST_PEER = {"jax_vmap": "jax-vmap", "fastsoftmax_pack": "fastsoftmax-pack4",
+             "test_epoch_jax_vmap": "jax-vmap", "test_epoch_fastsoftmax_pack": "fastsoftmax-pack4"}
 
 
 def load(path: Path) -> dict:
@@ -38,7 +40,7 @@ def epoch_table(benches) -> tuple[dict, list]:
         if not b["name"].startswith("test_epoch"):
             continue
         p = b["params"]
-        peer = p.get("peer") or TEST_PEER[b["name"].split("[")[0]]
+        peer = p.get("peer") or TEST_PEER[p.get("name") or b["name"].split("[")[0]]
         cells[(p["H"], p["B"])][peer] = b["extra_info"]["samples_per_s"]
     present = [p for p in PEER_ORDER if any(p in c for c in cells.values())]
     return dict(sorted(cells.items())), present

@@ -42,17 +42,10 @@ def test_epoch(benchmark, train_set, one_thread, peer, H, B):
 
 @pytest.mark.parametrize("B", BATCH)
 @pytest.mark.parametrize("H", HIDDEN)
-def test_epoch_jax_vmap(benchmark, train_set, one_thread, H, B):
-    """JAX's grid-search idiom: 4 configurations per epoch (aggregate samples/s)."""
+@pytest.mark.parametrize("name, cls", [("jax_vmap", JaxVmap), ("fastsoftmax_pack", FastsoftmaxPack)])
+def test_epoch_four_configs(benchmark, train_set, one_thread, name, cls, H, B):
+    """The grid-search idiom: 4 configurations per epoch (aggregate samples/s), JAX's vmap
+    against fastsoftmax's packs."""
     X, y = train_set
     benchmark.group = f"epoch H={H} B={B}"
-    _run(benchmark, lambda: JaxVmap(X, y, H, B, n_configs=4), len(X), H, configs=4)
-
-
-@pytest.mark.parametrize("B", BATCH)
-@pytest.mark.parametrize("H", HIDDEN)
-def test_epoch_fastsoftmax_pack(benchmark, train_set, one_thread, H, B):
-    """fastsoftmax's grid-search path, the same 4 configurations as jax-vmap."""
-    X, y = train_set
-    benchmark.group = f"epoch H={H} B={B}"
-    _run(benchmark, lambda: FastsoftmaxPack(X, y, H, B, n_configs=4), len(X), H, configs=4)
+    _run(benchmark, lambda: cls(X, y, H, B, n_configs=4), len(X), H, configs=4)

@@ -323,6 +323,19 @@ def _scratch(B, W1, W2):
 
 
 @jit(inline="always")
+def _load_minibatch(X, table, order, start, B, rows, Xb):
+    """Gather the minibatch ``order[start:start + B]`` into Xb (its row numbers into
+    ``rows``) and prefetch the next one's rows; returns its size n."""
+    n = min(B, order.shape[0] - start)
+    for i in range(n):
+        rows[i] = order[start + i]
+    _gather(X, table, rows, n, Xb)
+    # the next minibatch's rows travel from memory while this one trains
+    _prefetch_rows(X, order, start + B, start + 2 * B)
+    return n
+
+
+@jit(inline="always")
 def _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
     """One SGD step on the minibatch ``rows[:n]``, already gathered into Xb.
 
@@ -364,12 +377,7 @@ def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
     decay = W1.dtype.type(1) - lr * alpha  # the dtype's: one compiled _tiles serves all
     total = 0.0
     for start in range(0, N, B):
-        n = min(B, N - start)
-        for i in range(n):
-            rows[i] = order[start + i]
-        _gather(X, table, rows, n, Xb)
-        # the next minibatch's rows travel from memory while this one trains
-        _prefetch_rows(X, order, start + B, start + 2 * B)
+        n = _load_minibatch(X, table, order, start, B, rows, Xb)
         value = _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T,
                       gb1, gb2)
         if not np.isfinite(value):
@@ -437,11 +445,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, state, offs, 
     gb2 = np.empty(K, dt)
     total = np.zeros(P)
     for start in range(0, N, B):
-        n = min(B, N - start)
-        for i in range(n):
-            rows[i] = order[start + i]
-        _gather(X, table, rows, n, Xb)
-        _prefetch_rows(X, order, start + B, start + 2 * B)
+        n = _load_minibatch(X, table, order, start, B, rows, Xb)
         for m in range(P):
             if not alive[m]:
                 continue
