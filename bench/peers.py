@@ -75,11 +75,8 @@ class FastsoftmaxPack:
 
     def __init__(self, X, y, H, B, n_configs=4):
         self.X, self.y, self.B, self.H = X, y, B, H
-        one = np.concatenate([a.ravel() for a in kernels.to_kernel(
-            fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype))])
-        self.state = np.concatenate([one] * n_configs)
-        self.offs = np.arange(n_configs, dtype=np.int64) * one.size
-        self.hidden = np.full(n_configs, kernels.pad_hidden(H), np.int64)
+        one = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
+        self.state, self.offs, self.hidden = kernels.pack([one] * n_configs)
         self.lrs = (LEARNING_RATE * 2.0 ** -np.arange(n_configs)).astype(X.dtype)
         self.alphas = np.full(n_configs, ALPHA, X.dtype)
         self.alive = np.ones(n_configs, np.bool_)

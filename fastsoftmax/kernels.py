@@ -428,21 +428,17 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, state, offs, 
     Dp = pad_features(X.shape[1])
     Kp = pad_classes(K)
     Bp = pad_samples(B)
-    Hmax = 0
+    widest = 0
     for m in range(P):
-        Hmax = max(Hmax, hidden[m])
-    dt = state.dtype
+        if hidden[m] > hidden[widest]:
+            widest = m
     # One set of scratch, sized for the widest model; each model's 2-D views
     # of it have that model's own row stride.
-    rows = np.empty(Bp, np.int64)
-    Xb = np.zeros((Bp, Dp), dt)  # padding columns never written: they stay 0
-    Z = np.empty((Bp, Kp), dt)
-    G = np.empty((Bp, Kp), dt)
-    hd = np.empty(Bp * Hmax, dt)
-    da = np.empty(Bp * Hmax, dt)
-    w2t = np.empty(Kp * Hmax, dt)
-    gb1 = np.empty(Hmax, dt)
-    gb2 = np.empty(K, dt)
+    W1w, b1w, W2w, b2w = packed_views(state, offs[widest], hidden[widest], Dp, K)
+    rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1w, W2w)
+    hd, da, w2t = Hd.ravel(), dA.ravel(), W2T.ravel()
+    gb1 = np.empty_like(b1w)
+    gb2 = np.empty_like(b2w)
     total = np.zeros(P)
     for start in range(0, N, B):
         n = _load_minibatch(X, table, order, start, B, rows, Xb)
@@ -602,6 +598,23 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
     return from_kernel(*k, *params.shape[:2]), float(loss), bool(diverged)
 
 
+def offsets(sizes) -> np.ndarray:
+    """Start of each of several blocks of the given sizes laid end to end, (n,) int64."""
+    return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def pack(params: list[Params]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Several models in kernel form laid end to end, as :func:`_train_epoch_many` reads them.
+
+    Returns (state 1-D of the models' dtype, offs (P,) int64 where each model
+    starts, hidden (P,) int64 padded hidden sizes); :func:`packed_views` of
+    (state, offs[m], hidden[m], ...) gives model m's kernel-form arrays.
+    """
+    parts = [np.concatenate([a.ravel() for a in to_kernel(p)]) for p in params]
+    hidden = np.array([pad_hidden(p.shape[1]) for p in params], np.int64)
+    return np.concatenate(parts), offsets([q.size for q in parts]), hidden
+
+
 def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: np.ndarray,
                      batch_size: int, learning_rates, alphas) -> tuple[list[Params], list[float],
                                                                        list[bool]]:
@@ -613,17 +626,14 @@ def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: 
     """
     D, _, K = params[0].shape
     dtype = params[0].dtype
-    Dp = pad_features(D)
-    hidden = np.array([pad_hidden(p.shape[1]) for p in params], np.int64)
-    sizes = [packed_size(h, Dp, K) for h in hidden]
-    offs = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    state = np.concatenate([a.ravel() for p in params for a in to_kernel(p)])
+    state, offs, hidden = pack(params)
     alive = np.ones(len(params), np.bool_)
     losses = np.empty(len(params))
     _train_epoch_many(X, table_for(X, dtype), np.asarray(y, np.int64),
                       np.asarray(order, np.int64), batch_size,
                       np.asarray(learning_rates, dtype), np.asarray(alphas, dtype),
                       state, offs, hidden, K, alive, losses)
+    Dp = pad_features(D)
     out = [from_kernel(*packed_views(state, offs[m], hidden[m], Dp, K), D, p.shape[1])
            for m, p in enumerate(params)]
     return out, [float(v) for v in losses], [not a for a in alive]

@@ -177,6 +177,14 @@ class SweepOutput:
     interrupted: bool
 
 
+def _rows_padded(lists) -> np.ndarray:
+    """Lists of ints as the rows of an int64 array, padded with -1 (how kernels read them)."""
+    out = np.full((len(lists), max(len(row) for row in lists)), -1, np.int64)
+    for i, row in enumerate(lists):
+        out[i, :len(row)] = row
+    return out
+
+
 # Groups trained together at most: each minibatch is gathered once for a pack.
 PACK_SIZE = 4
 # ...and the most bytes of weights a pack may hold.  The weights of four
@@ -234,24 +242,19 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     g_batch = np.array([c.batch_size for c in heads], np.int64)
     g_lr = np.array([c.learning_rate for c in heads], dtype)
     g_alpha = np.array([c.alpha for c in heads], dtype)
-    g_hidden = np.array([kernels.pad_hidden(c.hidden_size) for c in heads], np.int64)
     g_epochs = np.array([c.epochs for c in heads], np.int64)
     Dp = kernels.pad_features(D)
-    sizes = [kernels.packed_size(h, Dp, K) for h in g_hidden]
-    g_off = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    state = np.empty(int(sum(sizes)), dtype)
-    inits = {}
-    for gi, c in enumerate(heads):
-        if c.hidden_size not in inits:  # every group of a hidden size starts the same
-            p = init_params(D, c.hidden_size, K, seed=seed, dtype=dtype)
-            inits[c.hidden_size] = np.concatenate([a.ravel() for a in kernels.to_kernel(p)])
-        state[g_off[gi]:g_off[gi] + sizes[gi]] = inits[c.hidden_size]
+    # every group of a hidden size starts from the same weights
+    inits = {h: init_params(D, h, K, seed=seed, dtype=dtype)
+             for h in {c.hidden_size for c in heads}}
+    state, g_off, g_hidden = kernels.pack([inits[c.hidden_size] for c in heads])
+    sizes = np.diff(g_off, append=state.size)
 
     flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
     c_group = np.array([gi for gi, _ in flat_configs], np.int64)
     c_epochs = np.array([c.epochs for _, c in flat_configs], np.int64)
     c_sizes = [sizes[gi] for gi, _ in flat_configs]
-    c_off = np.concatenate([[0], np.cumsum(c_sizes)[:-1]]).astype(np.int64)
+    c_off = kernels.offsets(c_sizes)
     snaps = np.zeros(int(sum(c_sizes)), dtype)
 
     train_loss = np.full((G, E), np.nan)
@@ -265,14 +268,9 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     g_cost = [cost(c, N) for c in heads]
     pack_list = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size,
                             [size * dtype.itemsize for size in sizes], PACK_BYTES)
-    packs = np.full((len(pack_list), max(len(p) for p in pack_list)), -1, np.int64)
-    for i, members in enumerate(pack_list):
-        packs[i, :len(members)] = members
+    packs = _rows_padded(pack_list)
     W = max(1, min(workers, len(pack_list)))
-    assignment = assign_workers([sum(g_cost[g] for g in p) for p in pack_list], W)
-    plan = np.full((W, max(len(a) for a in assignment)), -1, np.int64)
-    for w, jobs in enumerate(assignment):
-        plan[w, :len(jobs)] = jobs
+    plan = _rows_padded(assign_workers([sum(g_cost[g] for g in p) for p in pack_list], W))
     stop = np.zeros(W, np.int64)
 
     error: list[BaseException] = []
@@ -350,8 +348,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
         rec = records.get(ci)
         if rec is not None and not rec.diverged:
             packed = snaps[c_off[ci]:c_off[ci] + c_sizes[ci]]
-            params[c] = kernels.from_kernel(*kernels.packed_views(packed, 0, int(g_hidden[gi]), Dp, K),
-                                            D, c.hidden_size)
+            views = kernels.packed_views(packed, 0, int(g_hidden[gi]), Dp, K)
+            params[c] = kernels.from_kernel(*views, D, c.hidden_size)
     ordered = [records[ci] for ci in sorted(records)]
     return SweepOutput(ordered, params, interrupted)
 
