@@ -10,6 +10,7 @@ does not depend on the total number of epochs).
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -106,27 +107,36 @@ def pack_groups(keys, costs, max_pack: int, sizes=None, max_size: float = float(
     classes: dict = {}
     for j, key in enumerate(keys):
         classes.setdefault(key, []).append(j)
+
+    def room(pack, j):
+        return len(pack) < max_pack and (not pack or sum(sizes[i] for i in pack) + sizes[j]
+                                         <= max_size)
+
     packs = []
     for members in classes.values():
-        n = max(-(-len(members) // max_pack),
-                int(-(-sum(sizes[j] for j in members) // max_size)) if max_size < float("inf")
-                else 1)
-        chunks: list[list[int]] = [[] for _ in range(n)]
-        loads, used = [0.0] * n, [0] * n
-        for j in sorted(members, key=lambda j: (-costs[j], j)):
-            room = [k for k in range(len(chunks)) if len(chunks[k]) < max_pack
-                    and (not chunks[k] or used[k] + sizes[j] <= max_size)]
-            if not room:  # the sizes did not divide evenly: one more pack
-                chunks.append([])
-                loads.append(0.0)
-                used.append(0)
-                room = [len(chunks) - 1]
-            c = min(room, key=lambda k: (loads[k], k))
-            chunks[c].append(j)
-            loads[c] += costs[j]
-            used[c] += sizes[j]
-        packs.extend(sorted(chunk) for chunk in chunks if chunk)
+        n = -(-len(members) // max_pack)
+        if max_size < float("inf"):
+            n = max(n, math.ceil(sum(sizes[j] for j in members) / max_size))
+        packs.extend(sorted(p) for p in _balance(members, costs, n, room) if p)
     return packs
+
+
+def _balance(jobs, costs, n_bins: int, room=None) -> list[list[int]]:
+    """Jobs into bins, costliest first, each to the least-loaded bin that has
+    ``room(bin, job)`` (ties to the lowest bin); a job no bin has room for
+    opens one more."""
+    bins: list[list[int]] = [[] for _ in range(n_bins)]
+    loads = [0.0] * n_bins
+    for job in sorted(jobs, key=lambda j: (-costs[j], j)):
+        fits = [k for k in range(len(bins)) if room is None or room(bins[k], job)]
+        if not fits:
+            bins.append([])
+            loads.append(0.0)
+            fits = [len(bins) - 1]
+        k = min(fits, key=lambda k: (loads[k], k))
+        bins[k].append(job)
+        loads[k] += costs[job]
+    return bins
 
 
 def assign_workers(costs, n_workers: int) -> list[list[int]]:
@@ -136,10 +146,4 @@ def assign_workers(costs, n_workers: int) -> list[list[int]]:
     which keeps every core busy to the end (within 4/3 of optimal).  Ties go
     to the lowest worker, so the assignment is deterministic.
     """
-    loads = [0.0] * n_workers
-    plan: list[list[int]] = [[] for _ in range(n_workers)]
-    for job in sorted(range(len(costs)), key=lambda j: (-costs[j], j)):
-        w = min(range(n_workers), key=lambda k: (loads[k], k))
-        plan[w].append(job)
-        loads[w] += costs[job]
-    return plan
+    return _balance(range(len(costs)), costs, n_workers)
