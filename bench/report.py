@@ -79,6 +79,7 @@ def markdown(data, benches) -> str:
         if b["name"].startswith("test_epoch") and b["params"].get("peer", "") == "fastsoftmax":
             flops[(b["params"]["H"], b["params"]["B"])] = b["extra_info"]["model_gflops"]
     g = gemm(benches)
+    peak = core_peak(benches)
     machine = data.get("machine_info", {})
     lines = [f"Run {data.get('datetime', '?')[:19]}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
              f"{machine.get('cpu', {}).get('count', '?')} cores; one thread per implementation "
@@ -90,7 +91,6 @@ def markdown(data, benches) -> str:
                   "as a pack against JAX's vmap.", ""]
         singles = [p for p in peers if p != "fastsoftmax" and p not in PACKED]
         head = ["H", "B", "fastsoftmax samples/s"] + [f"x {p}" for p in singles]
-        peak = core_peak(benches)
         if g.get(1):
             head.append("% of 1-thread GEMM")
         if peak:
@@ -114,9 +114,9 @@ def markdown(data, benches) -> str:
     if g:
         lines += ["float32 GEMM 4096 x 4096 (NumPy's BLAS): " +
                   ", ".join(f"{t} thread(s) {v:.0f} GFLOP/s" for t, v in sorted(g.items())), ""]
-    if core_peak(benches):
+    if peak:
         lines += [f"One core's float32 multiply-add peak (a 6 x 16 register tile on operands in "
-                  f"L1): {core_peak(benches):.0f} GFLOP/s", ""]
+                  f"L1): {peak:.0f} GFLOP/s", ""]
     s = sweeps(benches)
     if s:
         lines += ["Default sweep, 72 configurations, 48,000 / 12,000 images, wall time:", ""]
