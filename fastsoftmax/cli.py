@@ -18,10 +18,12 @@ import numpy as np
 from . import grid as gridmod
 from .atomic import atomic_open
 from .checks import check_X
+from .cpus import available_cpus
 from .data import CLASS_NAMES, DataError, load_fashion_mnist, train_val_split
-from .params import save_params
+from .interrupts import finish_then_interrupt
+from .params import load_params, save_params
 from .sweep import Record, run_sweep
-from .trainer import predict
+from .trainer import evaluate, predict
 
 EXIT_USAGE = 2
 EXIT_DATA = 1
@@ -70,10 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of the training set held out for validation (default 0.2)")
     p.add_argument("--limit", type=int, metavar="N",
                    help="use only N training images (before the split), for a quick look")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="threads for the parallel region (default: all cores)")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--data", metavar="DIR", help="directory holding the four data files")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="threads training configurations at once (default: every CPU this "
+                        "process may use, after CPU affinity and any cgroup CPU quota)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="the models' floating-point type (default float32, the fast one)")
+    p.add_argument("--data", metavar="DIR",
+                   help="directory holding the four data files (IDX, gzipped or not, or the "
+                        ".npy files); default: FASTSOFTMAX_DATA, the cache, Debian's package")
     p.add_argument("--out", metavar="DIR",
                    help="write results.csv, results.jsonl, best.json, best_params.npz here; "
                         "rerunning with the same DIR resumes")
@@ -97,12 +103,14 @@ def _configs(args) -> list[gridmod.Config]:
 
 
 def _check_args(args):
-    import numba
-
+    cpus = available_cpus()
+    if args.workers is None:
+        args.workers = cpus.count
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.workers > numba.config.NUMBA_NUM_THREADS:
-        raise UsageError(f"--workers: at most {numba.config.NUMBA_NUM_THREADS} on this machine, "
+    if args.workers > cpus.count:
+        raise UsageError(f"--workers: this process may use {cpus.count} CPU"
+                         f"{'s' if cpus.count > 1 else ''} (limited by {cpus.source}), "
                          f"got {args.workers}")
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {args.val_fraction}")
@@ -270,18 +278,40 @@ def _fingerprint(*arrays) -> str:
 
 
 def main(argv=None) -> int:
+    args = None
     try:
-        return _main(argv)
+        args = build_parser().parse_args(argv)
+        return _main(args)
     except UsageError as exc:
         print(f"fastsoftmax.sweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:  # Ctrl-C in any phase: no traceback, say what is kept
+        print(f"fastsoftmax.sweep: interrupted; {_kept(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
-def _main(argv) -> int:
-    args = build_parser().parse_args(argv)
+def _kept(args) -> str:
+    out = Path(args.out) if args is not None and args.out else None
+    if out is None:
+        return "nothing is kept without --out"
+    try:
+        n = sum(1 for line in (out / "results.jsonl").read_bytes().split(b"\n") if line.strip())
+    except OSError:
+        return f"nothing was written to {out}"
+    return (f"the results of {n} configuration{'s' if n != 1 else ''} are kept in {out}; "
+            "run the same command again to resume")
+
+
+def _say(args, text):
+    if not args.quiet:
+        print(f"fastsoftmax.sweep: {text}", file=sys.stderr, flush=True)
+
+
+def _main(args) -> int:
     _check_args(args)
     configs = _configs(args)
     dtype = np.dtype(args.dtype)
+    _say(args, "loading the data")
     try:
         ds = load_fashion_mnist(args.data)
     except (FileNotFoundError, DataError) as exc:
@@ -308,13 +338,13 @@ def _main(argv) -> int:
         done = _prepare_out(out, meta)
     finished = {r.config for r in done}
     todo = [c for c in configs if c not in finished]
-    if done and not args.quiet:
-        print(f"fastsoftmax.sweep: resuming {out}: {len(done)} of {len(configs)} "
-              f"configurations already done", file=sys.stderr)
+    if done:
+        _say(args, f"resuming {out}: {len(done)} of {len(configs)} configurations already done")
 
     progress = _Progress(len(configs), args.quiet)
     progress.configs_done = len(done)
     jsonl = open(out / "results.jsonl", "a") if out is not None else None
+    trained: list[Record] = []
 
     def on_record(rec: Record):
         progress.config_done()
@@ -322,21 +352,27 @@ def _main(argv) -> int:
             jsonl.write(json.dumps(rec.as_dict()) + "\n")
             jsonl.flush()
             os.fsync(jsonl.fileno())
+        trained.append(rec)
+
+    def on_phase(name, workers):
+        if name == "compile":
+            _say(args, "compiling the kernels (the first run takes 20-60 s; then numba's cache)")
+        else:
+            _say(args, f"training {len(todo)} configurations on {workers} worker"
+                       f"{'s' if workers > 1 else ''}")
 
     try:
         result = run_sweep(todo, X, y, Xv, yv, dtype=dtype, workers=args.workers, seed=args.seed,
-                           on_record=on_record, on_progress=progress) if todo else None
+                           on_record=on_record, on_progress=progress,
+                           on_phase=on_phase) if todo else None
     finally:
         progress.close()
         if jsonl is not None:
             jsonl.close()
     if result is not None and result.interrupted:
-        print(f"fastsoftmax.sweep: interrupted; {len(result.records) + len(done)} of "
-              f"{len(configs)} configurations kept" + (f" in {out}" if out else ""),
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        raise KeyboardInterrupt
 
-    records = done + (result.records if result else [])
+    records = done + trained
     ranked = sorted(records, key=Record.rank_key)
     best = ranked[0]
     if best.diverged:
@@ -344,12 +380,16 @@ def _main(argv) -> int:
         print("fastsoftmax.sweep: every configuration diverged; no model to test", file=sys.stderr)
         return 1
     params = result.params.get(best.config) if result else None
+    if params is None and out is not None:
+        params = _saved_best(out, best, X.shape[1], dtype)
     if params is None:  # trained in an earlier, interrupted run: train it again, bit-identically
-        params = run_sweep([best.config], X, y, Xv, yv, dtype=dtype, workers=1,
-                           seed=args.seed).params[best.config]
+        _say(args, "training the best configuration again (an earlier run did not keep it)")
+        again = run_sweep([best.config], X, y, Xv, yv, dtype=dtype, workers=1, seed=args.seed)
+        if again.interrupted:
+            raise KeyboardInterrupt
+        params = again.params[best.config]
 
     Xt = check_X(ds.test_images, dtype, keep_pixels=True)
-    from .trainer import evaluate
     test_loss, test_acc = evaluate(params, Xt, ds.test_labels)
     pred = predict(params, Xt)
     per_class = {CLASS_NAMES[k]: float(np.mean(pred[ds.test_labels == k] == k))
@@ -359,9 +399,12 @@ def _main(argv) -> int:
                "n_train": int(len(y)), "n_val": int(len(yv)), "seed": args.seed}
 
     if out is not None:
-        _atomic_write(out / "results.csv", _csv(ranked))
-        _atomic_write(out / "best.json", json.dumps(summary, indent=1) + "\n")
-        save_params(out / "best_params.npz", params)
+        # Each file is written whole or not at all, and Ctrl-C waits for the
+        # set: best.json, written last, means the other two are there.
+        with finish_then_interrupt():
+            save_params(out / "best_params.npz", params)
+            _atomic_write(out / "results.csv", _csv(ranked))
+            _atomic_write(out / "best.json", json.dumps(summary, indent=1) + "\n")
 
     if args.json:
         print(json.dumps(summary))
@@ -374,3 +417,18 @@ def _main(argv) -> int:
         print(f"test: loss {test_loss:.4f}, accuracy {test_acc:.4f}")
         print("per class: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
     return 0
+
+
+def _saved_best(out: Path, best: Record, n_features: int, dtype):
+    """The best model's parameters as a finished earlier run left them in ``out``,
+    or None when they are missing or belong to another configuration."""
+    try:
+        saved = json.loads((out / "best.json").read_text())["best"]
+        params = load_params(out / "best_params.npz")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = all(saved.get(k) == v for k, v in best.config.as_dict().items())
+    c = best.config
+    if not same or params.shape != (n_features, c.hidden_size, 10) or params.dtype != dtype:
+        return None
+    return params

@@ -31,8 +31,11 @@ from threadpoolctl import threadpool_limits
 
 from . import kernels
 from ._jit import jit
+from .cpus import available_cpus
 from .grid import Config, assign_workers, group_configs, pack_groups
+from .interrupts import noted_interrupts
 from .params import init_params, minibatch_orders
+
 
 @intrinsic
 def _read_cycle_counter(typingctx):
@@ -203,7 +206,7 @@ def cost(config: Config, n_samples: int) -> float:
 
 def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
               workers: int = 1, seed: int = 0, on_record=None, on_progress=None,
-              poll_seconds: float = 0.2, dtype=None,
+              on_phase=None, poll_seconds: float = 0.2, dtype=None,
               pack_size: int = PACK_SIZE) -> SweepOutput:
     """Train every configuration on (X, y), validating on (X_val, y_val).
 
@@ -211,17 +214,25 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
         float64), or both uint8 pixels (scaled by 1/255 as they are read)
     dtype : the model dtype; defaults to X's, or float32 for uint8 X
     y, y_val : (n,) int64
-    workers : threads for the parallel region (numba); BLAS is held to 1
+    workers : threads for the parallel region (numba); BLAS is held to 1.
+        At most the CPUs this process may use (:func:`fastsoftmax.cpus.available_cpus`:
+        affinity mask, cgroup quota, numba's pool): more would only queue, and
+        the results do not depend on it
     seed : initialisation and minibatch order (shared by all configurations)
     on_record(Record) : called as each configuration finishes
     on_progress(epochs_done, epochs_total) : called every ``poll_seconds``
+    on_phase(name, workers) : called with "compile" before the kernels are
+        compiled (or loaded from numba's cache) and "train" before training
+        starts; workers is how many threads will train
     pack_size : at most this many groups train together, holding at most
         PACK_BYTES of weights (same results for any value; fewer, larger packs
         share more memory traffic but leave fewer jobs to balance across
         workers, and weights that outgrow the cache)
 
-    A KeyboardInterrupt while waiting stops every worker after its current
-    epoch; the finished configurations are returned with ``interrupted``.
+    Ctrl-C (SIGINT) while training stops every worker after its current
+    epoch; the finished configurations are returned with ``interrupted``
+    (on_record is never cut short).  Compilation runs in the calling thread
+    before training, so Ctrl-C there raises KeyboardInterrupt as usual.
     """
     if X.dtype != X_val.dtype:
         raise ValueError(f"X_val has dtype {X_val.dtype} but X has {X.dtype}")
@@ -269,19 +280,31 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     pack_list = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size,
                             [size * dtype.itemsize for size in sizes], PACK_BYTES)
     packs = _rows_padded(pack_list)
-    W = max(1, min(workers, len(pack_list)))
+    W = max(1, min(workers, available_cpus().count, len(pack_list)))
     plan = _rows_padded(assign_workers([sum(g_cost[g] for g in p) for p in pack_list], W))
     stop = np.zeros(W, np.int64)
+
+    def run(plan):
+        _sweep(X, y, X_val, y_val, table, K, orders, plan, packs, g_batch, g_lr, g_alpha,
+               g_hidden, g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
+               train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged, stop)
+
+    # Compile (or load from the cache) here, with no work to do: Ctrl-C
+    # reaches this thread and stops a compile at once, where in the worker
+    # thread it could only wait for the compile to end.
+    if on_phase is not None:
+        on_phase("compile", W)
+    run(plan[:0])
+    _cycles()
+    if on_phase is not None:
+        on_phase("train", W)
 
     error: list[BaseException] = []
 
     def work():
         try:
             with threadpool_limits(limits=1):  # no BLAS threads inside the parallel region
-                _sweep(X, y, X_val, y_val, table, K, orders, plan, packs, g_batch, g_lr, g_alpha,
-                       g_hidden, g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
-                       train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done,
-                       diverged, stop)
+                run(plan)
         except BaseException as exc:  # re-raised in the caller's thread
             error.append(exc)
 
@@ -324,22 +347,28 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
 
     interrupted = False
     thread = threading.Thread(target=work, name="fastsoftmax-sweep", daemon=True)
-    try:
-        thread.start()
-        while thread.is_alive():
-            try:
-                thread.join(poll_seconds)
-                collect()
-                if on_progress is not None:
-                    on_progress(int(np.minimum(epochs_done, g_epochs).sum()), total_epochs)
-            except KeyboardInterrupt:
-                interrupted = True
-                stop[:] = 1  # workers return after their current epoch
-    finally:
-        if thread.is_alive():
-            stop[:] = 1
-            thread.join()
-        numba.set_num_threads(previous_threads)
+    # Ctrl-C is noted, not raised, so that it never lands between a record
+    # being taken and on_record having written it.
+    with noted_interrupts() as ctrl_c:
+        try:
+            thread.start()
+            while thread.is_alive():
+                try:
+                    thread.join(poll_seconds)
+                    collect()
+                    if on_progress is not None:
+                        on_progress(int(np.minimum(epochs_done, g_epochs).sum()), total_epochs)
+                except KeyboardInterrupt:  # where SIGINT has a handler of its own
+                    interrupted = True
+                if ctrl_c.requested:
+                    interrupted = True
+                if interrupted:
+                    stop[:] = 1  # workers return after their current epoch
+        finally:
+            if thread.is_alive():
+                stop[:] = 1
+                thread.join()
+            numba.set_num_threads(previous_threads)
     if error:
         raise error[0]
     collect()

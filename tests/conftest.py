@@ -47,3 +47,19 @@ def real_data():
         if os.environ.get("FASTSOFTMAX_REQUIRE_DATA"):
             pytest.fail(f"FASTSOFTMAX_REQUIRE_DATA is set but {why}")
         pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Fashion-MNIST-shaped .npy files (60,000 + 10,000 images) that a small model can learn."""
+    d = tmp_path_factory.mktemp("npy")
+    rng = np.random.default_rng(0)
+    for key, n in (("train", 60000), ("test", 10000)):
+        labels = rng.integers(0, 10, n)
+        # Learnable: each class lights up its own band of pixels.
+        images = rng.integers(0, 60, (n, 784), dtype=np.uint8)
+        for k in range(10):
+            images[labels == k, k * 78:(k + 1) * 78] += 150
+        np.save(d / f"fashion_mnist_{key}_images.npy", images)
+        np.save(d / f"fashion_mnist_{key}_labels.npy", labels)
+    return d

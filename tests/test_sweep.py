@@ -173,21 +173,6 @@ def test_interrupt_stops_and_keeps_finished(small):
 # the command line, on small .npy data the tests write
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("npy")
-    rng = np.random.default_rng(0)
-    for key, n in (("train", 60000), ("test", 10000)):
-        labels = rng.integers(0, 10, n)
-        # Learnable: each class lights up its own band of pixels.
-        images = rng.integers(0, 60, (n, 784), dtype=np.uint8)
-        for k in range(10):
-            images[labels == k, k * 78:(k + 1) * 78] += 150
-        np.save(d / f"fashion_mnist_{key}_images.npy", images)
-        np.save(d / f"fashion_mnist_{key}_labels.npy", labels)
-    return d
-
-
 SMALL_GRID = ["--batch-sizes", "16,64", "--learning-rates", "0.1", "--epochs", "1,2",
               "--alphas", "1e-3", "--hidden-sizes", "5", "--limit", "500", "--quiet"]
 
