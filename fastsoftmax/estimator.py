@@ -23,6 +23,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
+from . import reference
 from .atomic import atomic_open
 from .checks import (check_dtype, check_nonnegative_float, check_positive_float,
                      check_positive_int)
@@ -99,8 +100,10 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
     best_loss_ : float or None (None with early stopping)
     validation_scores_ : list of float or None, validation accuracy per epoch
     best_validation_score_ : float or None
-    diverged_ : bool, True when the loss went non-finite; training stopped
-        there, keeping the last finite weights (a RuntimeWarning says so)
+    diverged_ : bool, True when a minibatch loss went non-finite or above
+        100 times the loss at the start (``fastsoftmax.reference.divergence_limit``,
+        the rule ``fastsoftmax.train`` and the sweep use); training stopped
+        there, keeping the weights before that minibatch (a RuntimeWarning says so)
     """
 
     def __init__(self, hidden_size=40, batch_size=64, learning_rate=0.05, epochs=20,
@@ -283,15 +286,18 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         best_loss, best_score, best_params, stale = np.inf, -np.inf, None, 0
         diverged = False
         n = X.shape[0]
+        limit = reference.divergence_limit(params, h["alpha"], params.shape[2])
         for _ in range(epochs):
             t0 = time.perf_counter()
             order = order_rng.permutation(n) if h["shuffle"] else np.arange(n, dtype=np.int64)
             loss, diverged = engine.epoch(X, y, order, h["batch_size"], h["learning_rate"],
-                                          h["alpha"])
+                                          h["alpha"], limit)
             if diverged:
-                warnings.warn(f"SoftmaxMLPClassifier: the loss went non-finite in epoch "
-                              f"{len(loss_curve) + 1}; training stopped there, keeping the last "
-                              "finite weights (try a smaller learning_rate)", RuntimeWarning,
+                warnings.warn(f"SoftmaxMLPClassifier: training diverged in epoch "
+                              f"{len(loss_curve) + 1} (a minibatch loss was non-finite or above "
+                              f"{limit:.3g}, 100 times the loss at the start); it stopped there, "
+                              "keeping the weights before that minibatch (try a smaller "
+                              "learning_rate)", RuntimeWarning,
                               stacklevel=3)  # point at the caller of fit / partial_fit
                 break
             loss_curve.append(loss)

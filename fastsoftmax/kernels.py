@@ -336,10 +336,11 @@ def _load_minibatch(X, table, order, start, B, rows, Xb):
 
 
 @jit(inline="always")
-def _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
+def _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
     """One SGD step on the minibatch ``rows[:n]``, already gathered into Xb.
 
-    Returns the minibatch's loss (float64).  A non-finite loss leaves the
+    Returns the minibatch's loss (float64).  A loss that is not <= limit
+    (float64; non-finite, or above reference.divergence_limit) leaves the
     parameters as they were: the caller reports divergence.  Hd, Z, G, dA,
     W2T, gb1, gb2: scratch as from :func:`_scratch`.
     """
@@ -350,7 +351,7 @@ def _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T, g
     value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
     if alpha != 0:
         value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
-    if not np.isfinite(value):
+    if not value <= limit:  # NaN compares False
         return value
     _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
     _w1_update(Xb, n, dA, W1, decay, -lr)
@@ -360,13 +361,14 @@ def _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T, g
 
 
 @jit
-def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
+def _train_epoch(X, table, y, order, batch_size, lr, alpha, limit, W1, b1, W2, b2):
     """One epoch of SGD in place on the kernel-form parameters.
 
     X (N, D) and table as for :func:`_gather`, y (N,) int64, order (N,) int64
-    permutation; lr, alpha of the model's dtype.  Returns (mean minibatch loss
-    weighted by size, diverged).  On a non-finite loss it stops before that
-    minibatch's update.
+    permutation; lr, alpha of the model's dtype; limit float64, the largest
+    loss accepted (reference.divergence_limit).  Returns (mean minibatch loss
+    weighted by size, diverged).  On a loss that is non-finite or above limit
+    it stops before that minibatch's update.
     """
     N = order.shape[0]
     B = min(batch_size, N)
@@ -378,9 +380,9 @@ def _train_epoch(X, table, y, order, batch_size, lr, alpha, W1, b1, W2, b2):
     total = 0.0
     for start in range(0, N, B):
         n = _load_minibatch(X, table, order, start, B, rows, Xb)
-        value = _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2, Hd, Z, G, dA, W2T,
-                      gb1, gb2)
-        if not np.isfinite(value):
+        value = _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA,
+                      W2T, gb1, gb2)
+        if not value <= limit:
             return np.nan, True
         total += value * n
     return total / N, False
@@ -406,8 +408,8 @@ def packed_views(flat, off, Hp, Dp, K):
 
 
 @jit
-def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, state, offs, hidden, K,
-                      alive, losses):
+def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state, offs, hidden,
+                      K, alive, losses):
     """One epoch of SGD for P models that share the minibatch order, in place.
 
     Each minibatch is gathered once and trains every model in turn, so the
@@ -416,10 +418,10 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, state, offs, 
     in the same order: the results are bit-identical to training it alone.
 
     X, table, y, order as for :func:`_train_epoch`; lrs, alphas (P,) of the
-    model dtype; state 1-D: model m packed at offs[m] (see :func:`packed_views`)
+    model dtype; limits (P,) float64 as for :func:`_train_epoch`; state 1-D: model m packed at offs[m] (see :func:`packed_views`)
     with hidden[m] (a multiple of HIDDEN_TILE) hidden units and K classes.
     alive (P,) bool, in and out: models marked False are skipped; a model whose
-    loss turns non-finite is marked False before that minibatch's update.
+    loss diverges is marked False before that minibatch's update.
     losses (P,) float64 out: mean loss, NaN for models not alive at the end.
     """
     N = order.shape[0]
@@ -449,10 +451,10 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, state, offs, 
             W1, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
             lr, alpha = lrs[m], alphas[m]
             decay = state.dtype.type(1) - lr * alpha
-            value = _step(Xb, y, rows, n, lr, alpha, decay, W1, b1, W2, b2,
+            value = _step(Xb, y, rows, n, lr, alpha, decay, limits[m], W1, b1, W2, b2,
                           hd[:Bp * Hp].reshape(Bp, Hp), Z, G, da[:Bp * Hp].reshape(Bp, Hp),
                           w2t[:Kp * Hp].reshape(Kp, Hp), gb1[:Hp], gb2)
-            if np.isfinite(value):
+            if value <= limits[m]:
                 total[m] += value * n
             else:
                 alive[m] = False
@@ -579,22 +581,22 @@ def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
 
 
 def sgd_step(params: Params, X: np.ndarray, y: np.ndarray, learning_rate: float,
-             alpha: float) -> tuple[float, Params]:
+             alpha: float, limit: float = np.inf) -> tuple[float, Params]:
     """Kernel version of :func:`fastsoftmax.reference.sgd_step`."""
     n = X.shape[0]
-    params, loss, _ = train_epoch(params, X, y, np.arange(n), n, learning_rate, alpha)
+    params, loss, _ = train_epoch(params, X, y, np.arange(n), n, learning_rate, alpha, limit)
     return loss, params
 
 
 def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
-                batch_size: int, learning_rate: float,
-                alpha: float) -> tuple[Params, float, bool]:
+                batch_size: int, learning_rate: float, alpha: float,
+                limit: float = np.inf) -> tuple[Params, float, bool]:
     """Kernel version of :func:`fastsoftmax.reference.train_epoch`."""
     k = to_kernel(params)
     loss, diverged = _train_epoch(X, table_for(X, params.dtype), np.asarray(y, np.int64),
                                   np.asarray(order, np.int64),
                                   batch_size, _scalar(params, learning_rate),
-                                  _scalar(params, alpha), *k)
+                                  _scalar(params, alpha), float(limit), *k)
     return from_kernel(*k, *params.shape[:2]), float(loss), bool(diverged)
 
 
@@ -616,12 +618,12 @@ def pack(params: list[Params]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: np.ndarray,
-                     batch_size: int, learning_rates, alphas) -> tuple[list[Params], list[float],
-                                                                       list[bool]]:
+                     batch_size: int, learning_rates, alphas,
+                     limits=None) -> tuple[list[Params], list[float], list[bool]]:
     """:func:`train_epoch` for several models at once, sharing ``order``.
 
     params: P models of one dtype and one (D, K), any hidden sizes; learning_rates,
-    alphas: P values each.  Returns the P trained models (fresh arrays), their
+    alphas, limits (default: none): P values each.  Returns the P trained models (fresh arrays), their
     losses and whether each diverged, exactly as P calls of :func:`train_epoch`.
     """
     D, _, K = params[0].shape
@@ -629,9 +631,10 @@ def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: 
     state, offs, hidden = pack(params)
     alive = np.ones(len(params), np.bool_)
     losses = np.empty(len(params))
+    limits = np.full(len(params), np.inf) if limits is None else np.asarray(limits, np.float64)
     _train_epoch_many(X, table_for(X, dtype), np.asarray(y, np.int64),
                       np.asarray(order, np.int64), batch_size,
-                      np.asarray(learning_rates, dtype), np.asarray(alphas, dtype),
+                      np.asarray(learning_rates, dtype), np.asarray(alphas, dtype), limits,
                       state, offs, hidden, K, alive, losses)
     Dp = pad_features(D)
     out = [from_kernel(*packed_views(state, offs[m], hidden[m], Dp, K), D, p.shape[1])

@@ -87,24 +87,49 @@ def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
     return value, backward(params, X, y, fwd, alpha)
 
 
+# A minibatch loss above this many times the starting loss means divergence.
+DIVERGENCE_FACTOR = 100.0
+
+
+def divergence_limit(params: Params, alpha: float, n_classes: int) -> float:
+    """The largest minibatch loss that training from ``params`` accepts.
+
+    DIVERGENCE_FACTOR times the loss a model starts from when it predicts no
+    better than chance: log(K) of cross-entropy plus the L2 penalty of the
+    starting weights (log(K) also keeps the limit sane when training resumes
+    from a model whose loss is already tiny).  A learning rate too large for
+    the data either overflows (a non-finite loss) or, more often with ReLU,
+    throws the weights so far that every hidden unit dies and the loss sits
+    at hundreds or more (8.8e12 in the first epoch of learning_rate=1e3 on
+    Fashion-MNIST); SGD that works stays within a few times its start.
+    """
+    return DIVERGENCE_FACTOR * (float(np.log(n_classes)) + l2_penalty(params, alpha))
+
+
+def diverged(value: float, limit: float) -> bool:
+    """True when a minibatch loss is non-finite or above ``limit``."""
+    return not value <= limit  # NaN compares False
+
+
 def sgd_step(params: Params, X: np.ndarray, y: np.ndarray, learning_rate: float,
-             alpha: float) -> tuple[float, Params]:
+             alpha: float, limit: float = np.inf) -> tuple[float, Params]:
     """One plain SGD step on the minibatch X, y.
 
     Returns the loss at the incoming parameters and the updated parameters
-    ``theta - learning_rate * grad``.  A non-finite loss leaves the
-    parameters as they were: the caller stops there.
+    ``theta - learning_rate * grad``.  A loss that has diverged (non-finite,
+    or above ``limit``: see :func:`divergence_limit`) leaves the parameters
+    as they were: the caller stops there.
     """
     value, grads = loss_and_grads(params, X, y, alpha)
-    if not np.isfinite(value):
+    if diverged(value, limit):
         return value, params
     lr = params.dtype.type(learning_rate)
     return value, Params(*(p - lr * g for p, g in zip(params, grads)))
 
 
 def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
-                batch_size: int, learning_rate: float,
-                alpha: float) -> tuple[Params, float, bool]:
+                batch_size: int, learning_rate: float, alpha: float,
+                limit: float = np.inf) -> tuple[Params, float, bool]:
     """One epoch: minibatches are consecutive slices of ``order`` (n,).
 
     The last, smaller minibatch is used and averaged over its own size.
@@ -113,8 +138,8 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
     -------
     params : the trained Params
     mean_loss : float, the minibatch losses averaged with weights n_b / n
-    diverged : bool, True if a minibatch loss was non-finite (training stopped
-        before that minibatch's update)
+    diverged : bool, True if a minibatch loss was non-finite or above
+        ``limit`` (training stopped before that minibatch's update)
     """
     n = order.shape[0]
     total = 0.0
@@ -122,8 +147,8 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            value, params = sgd_step(params, X[idx], y[idx], learning_rate, alpha)
-            if not np.isfinite(value):
+            value, params = sgd_step(params, X[idx], y[idx], learning_rate, alpha, limit)
+            if diverged(value, limit):
                 return params, float("nan"), True
             total += value * len(idx)
     return params, total / n, False

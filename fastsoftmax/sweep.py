@@ -29,7 +29,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 from threadpoolctl import threadpool_limits
 
-from . import kernels
+from . import kernels, reference
 from ._jit import jit
 from .cpus import available_cpus
 from .grid import Config, assign_workers, group_configs, pack_groups
@@ -58,7 +58,7 @@ def _cycles():
 
 @jit(parallel=True, cache=True)
 def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
-           g_batch, g_lr, g_alpha, g_hidden, g_epochs, g_off, state,
+           g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
            c_group, c_epochs, c_off, snaps,
            train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged,
            stop):
@@ -69,7 +69,8 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
     A pack (a row of ``packs``, padded with -1) lists groups with one batch
     size and one epoch count; they train together, each minibatch gathered
     once for all (kernels._train_epoch_many).
-    Per group g: batch size, lr, alpha (of the model dtype), padded hidden size,
+    Per group g: batch size, lr, alpha (of the model dtype), the largest loss
+    accepted (float64, reference.divergence_limit), padded hidden size,
     epoch count, and the offset of its packed model in ``state`` (1-D).
     Per configuration c: its group, epoch count, and the offset in ``snaps``
     where its model is copied when the group completes that epoch.
@@ -102,7 +103,8 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
                 if stop[w] != 0:
                     break
                 kernels._train_epoch_many(X, table, y, orders[e], g_batch[first],
-                                          g_lr[members], g_alpha[members], state,
+                                          g_lr[members], g_alpha[members],
+                                          g_limit[members], state,
                                           g_off[members], g_hidden[members], K, alive, losses)
                 for m in range(P):
                     g = members[m]
@@ -259,6 +261,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     inits = {h: init_params(D, h, K, seed=seed, dtype=dtype)
              for h in {c.hidden_size for c in heads}}
     state, g_off, g_hidden = kernels.pack([inits[c.hidden_size] for c in heads])
+    g_limit = np.array([reference.divergence_limit(inits[c.hidden_size], c.alpha, K)
+                        for c in heads])
     sizes = np.diff(g_off, append=state.size)
 
     flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
@@ -286,7 +290,7 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
 
     def run(plan):
         _sweep(X, y, X_val, y_val, table, K, orders, plan, packs, g_batch, g_lr, g_alpha,
-               g_hidden, g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
+               g_limit, g_hidden, g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
                train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged, stop)
 
     # Compile (or load from the cache) here, with no work to do: Ctrl-C

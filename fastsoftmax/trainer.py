@@ -46,8 +46,10 @@ class TrainResult:
 
     params : Params, the trained weights (at the point of divergence, if any)
     history : History, one entry per completed epoch
-    diverged : bool, True when a minibatch loss went non-finite; training
-        stopped there, before that minibatch's update
+    diverged : bool, True when a minibatch loss went non-finite or above
+        :func:`fastsoftmax.reference.divergence_limit` (100 times the loss of
+        a chance-level model at the starting weights); training stopped
+        there, before that minibatch's update
     """
 
     params: Params
@@ -88,14 +90,16 @@ class _Engine:
             return pixels_to_float(X, self.dtype)
         return X
 
-    def epoch(self, X, y, order, batch_size, lr, alpha):
+    def epoch(self, X, y, order, batch_size, lr, alpha, limit):
+        """One epoch; limit: the largest minibatch loss accepted (divergence_limit)."""
         if self.backend == "numba":
             dt = self.dtype.type
             loss, diverged = kernels._train_epoch(X, kernels.table_for(X, self.dtype), y, order,
-                                                  batch_size, dt(lr), dt(alpha), *self.state)
+                                                  batch_size, dt(lr), dt(alpha), float(limit),
+                                                  *self.state)
             return float(loss), bool(diverged)
         self.state, loss, diverged = reference.train_epoch(self.state, X, y, order,
-                                                           batch_size, lr, alpha)
+                                                           batch_size, lr, alpha, limit)
         return loss, diverged
 
     def evaluate(self, X, y, alpha):
@@ -155,6 +159,7 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
     if params is None:
         params = init_params(X.shape[1], hidden_size, n_classes, seed=seed, dtype=dtype)
     orders = minibatch_orders(X.shape[0], epochs, seed)
+    limit = reference.divergence_limit(params, alpha, n_classes)
 
     engine = _Engine(backend, params)
     X = engine.data(X)
@@ -164,7 +169,7 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
     diverged = False
     for e in range(epochs):
         t0 = time.perf_counter()
-        loss, diverged = engine.epoch(X, y, orders[e], batch_size, learning_rate, alpha)
+        loss, diverged = engine.epoch(X, y, orders[e], batch_size, learning_rate, alpha, limit)
         if diverged:
             break
         history.train_loss.append(loss)

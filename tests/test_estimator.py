@@ -188,11 +188,23 @@ def test_verbose_prints_a_line_per_epoch(capsys):
 
 def test_divergence_warns_and_keeps_finite_weights():
     X, y = small()
-    with pytest.warns(RuntimeWarning, match="non-finite"):
+    with pytest.warns(RuntimeWarning, match="diverged in epoch 1"):
         clf = SoftmaxMLPClassifier(random_state=0, learning_rate=1e3, alpha=1.0).fit(X, y)
     assert clf.diverged_
     assert all(np.isfinite(w).all() for w in clf.coefs_ + clf.intercepts_)
     assert clf.n_iter_ == len(clf.loss_curve_) == 0  # it blew up within the first epoch
+
+
+def test_divergence_with_the_default_alpha_is_the_same_rule_as_train():
+    X, y = small()
+    with pytest.warns(RuntimeWarning, match="diverged in epoch 1"):
+        clf = SoftmaxMLPClassifier(random_state=0, learning_rate=1e3, tol=None).fit(X, y)
+    ref = fs.train(X, np.searchsorted(clf.classes_, y), hidden_size=clf.hidden_size,
+                   batch_size=clf.batch_size, learning_rate=1e3, epochs=clf.epochs,
+                   alpha=clf.alpha, seed=0, n_classes=len(clf.classes_))
+    assert clf.diverged_ and ref.diverged
+    for a, b in zip(clf.params_, ref.params):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("param, value", [

@@ -141,7 +141,8 @@ def test_padding_is_exact(dtype):
     W1, b1, W2, b2 = kernels.to_kernel(params)
     assert W1.shape == (kernels.pad_features(31), kernels.pad_hidden(3))
     assert W1.shape[0] > 31 and W1.shape[1] > 3
-    kernels._train_epoch(X, None, y, np.arange(50), 7, dtype(0.1), dtype(0.01), W1, b1, W2, b2)
+    kernels._train_epoch(X, None, y, np.arange(50), 7, dtype(0.1), dtype(0.01), np.inf, W1, b1,
+                         W2, b2)
     assert not W1[31:].any() and not W1[:, 3:].any()
     assert not b1[3:].any() and not W2[3:].any()
     ref, _, _ = fs.reference.train_epoch(params, X, y, np.arange(50), 7, 0.1, 0.01)

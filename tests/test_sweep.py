@@ -143,14 +143,22 @@ def test_sweep_agrees_with_train(small):
                                rtol=RTOL[np.dtype(np.float32)])
 
 
-def test_divergence_is_recorded_and_the_sweep_goes_on(small):
+@pytest.mark.parametrize("alpha", [1.0, 1e-4])  # overflow, and the default alpha's runaway loss
+def test_divergence_is_recorded_and_the_sweep_goes_on(small, alpha):
     configs = grid.build_grid(batch_size=[16], learning_rate=[0.1, 1e3], epochs=[2],
-                              alpha=[1.0], hidden_size=[4])
+                              alpha=[alpha], hidden_size=[4])
     out = run_sweep(configs, *small, workers=2)
     by_lr = {r.config.learning_rate: r for r in out.records}
     assert by_lr[1e3].diverged and np.isnan(by_lr[1e3].val_accuracy)
     assert not by_lr[0.1].diverged and np.isfinite(by_lr[0.1].val_accuracy)
     assert by_lr[1e3].config not in out.params
+    # the same rule as fs.train
+    X, y, Xv, yv = small
+    for lr, rec in by_lr.items():
+        alone = fs.train(X, y, hidden_size=4, batch_size=16, learning_rate=lr, alpha=alpha,
+                         epochs=2, X_val=Xv, y_val=yv)
+        assert alone.diverged == rec.diverged
+        assert len(alone.history) == len(rec.history["train_loss"])
 
 
 def test_interrupt_stops_and_keeps_finished(small):

@@ -84,6 +84,66 @@ def test_divergence_is_reported_not_raised():
     assert len(result.history) == 0  # it diverged within the first epoch
 
 
+def _loss_trace(X, y, params, lr, alpha, batch_size):
+    """Every minibatch loss of one reference epoch, with no divergence rule."""
+    losses = []
+    for start in range(0, len(y), batch_size):
+        value, params = fs.reference.sgd_step(params, X[start:start + batch_size],
+                                              y[start:start + batch_size], lr, alpha)
+        losses.append(value)
+        if not np.isfinite(value):
+            break
+    return losses
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_huge_learning_rate_diverges_with_the_default_alpha(dtype):
+    # learning_rate=1e3 with the default alpha: the weights are thrown so far
+    # that the loss reaches thousands without ever overflowing, the case the
+    # old rule (non-finite only) called healthy.
+    X, y = make_data(512, seed=7, dtype=dtype)
+    start = fs.init_params(784, 8, 10, seed=0, dtype=dtype)
+    limit = fs.reference.divergence_limit(start, 1e-4, 10)
+    trace = _loss_trace(X, y, start, 1e3, 1e-4, 64)
+    assert all(np.isfinite(trace)) and max(trace) > limit  # finite, and far past the limit
+    first_bad = next(i for i, v in enumerate(trace) if v > limit)
+
+    result = fs.train(X, y, hidden_size=8, batch_size=64, learning_rate=1e3, epochs=3,
+                      seed=0, dtype=dtype)
+    assert result.diverged and len(result.history) == 0
+    # the weights are those before the first minibatch past the limit, in both backends
+    order = fs.minibatch_orders(len(y), 1, 0)[0]
+    kept = start
+    for b in range(first_bad):
+        idx = order[b * 64:(b + 1) * 64]
+        _, kept = fs.reference.sgd_step(kept, X[idx], y[idx], 1e3, 1e-4)
+    ref = fs.train(X, y, hidden_size=8, batch_size=64, learning_rate=1e3, epochs=3, seed=0,
+                   dtype=dtype, backend="numpy")
+    assert ref.diverged
+    assert_params_close(ref.params, kept, dtype)
+    assert_params_close(result.params, kept, dtype)
+
+
+def test_the_limit_is_100_times_a_chance_model_at_the_start():
+    params = fs.init_params(784, 20, 10, seed=0)
+    penalty = fs.reference.l2_penalty(params, 1.0)
+    assert fs.reference.divergence_limit(params, 1.0, 10) == pytest.approx(
+        100 * (np.log(10) + penalty))
+    assert fs.reference.divergence_limit(params, 0.0, 2) == pytest.approx(100 * np.log(2))
+
+
+def test_healthy_training_is_never_called_diverged():
+    X, y = make_data(2000, seed=3, dtype=np.float32)
+    for lr, alpha in ((0.1, 1e-4), (0.5, 1e-4), (0.05, 1.0), (1e-4, 1e-3)):
+        result = fs.train(X, y, hidden_size=16, batch_size=32, learning_rate=lr, alpha=alpha,
+                          epochs=3)
+        assert not result.diverged, (lr, alpha)
+    # resuming from a model with a tiny loss keeps a limit of at least 100 log(K)
+    done = fs.train(X, y, hidden_size=16, learning_rate=0.5, epochs=20, alpha=0.0)
+    assert fs.reference.divergence_limit(done.params, 0.0, 10) >= 100 * np.log(10)
+    assert not fs.train(X, y, params=done.params, learning_rate=0.5, epochs=2, alpha=0.0).diverged
+
+
 def test_predict_and_predict_proba():
     X, y = make_data(300, seed=8, dtype=np.float64)
     params = fs.train(X, y, hidden_size=8, epochs=2, dtype=np.float64).params
