@@ -22,15 +22,28 @@ import fastsoftmax as fs  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def train_set():
-    """The real training set as the models see it: (60000, 784) float32 in [0, 1], int64 labels."""
+def real_data():
     try:
-        data = fs.load_fashion_mnist(download=False)
+        return fs.load_fashion_mnist(download=False)
     except FileNotFoundError as exc:
         pytest.skip(f"the benchmarks need the real Fashion-MNIST "
                     f"(apt-get install dataset-fashion-mnist): {exc}")
-    X = (data.train_images / np.float32(255)).astype(np.float32)
-    return X, data.train_labels.astype(np.int64)
+
+
+def _scaled(images, labels):
+    return (images / np.float32(255)).astype(np.float32), labels.astype(np.int64)
+
+
+@pytest.fixture(scope="session")
+def train_set(real_data):
+    """The real training set as the models see it: (60000, 784) float32 in [0, 1], int64 labels."""
+    return _scaled(real_data.train_images, real_data.train_labels)
+
+
+@pytest.fixture(scope="session")
+def test_set(real_data):
+    """The real test set, scaled as train_set: (10000, 784) float32, int64 labels."""
+    return _scaled(real_data.test_images, real_data.test_labels)
 
 
 def _threads():

@@ -18,14 +18,15 @@ def scaled(train_set):
     return train_set  # float32 in [0, 1]: bench/conftest.py
 
 
-def _fit(benchmark, make, X, y):
+def _fit(benchmark, make, X, y, test_set):
     clf = make()
     benchmark.group = "estimator fit, 60,000 images, 10 epochs"
     benchmark.pedantic(clf.fit, args=(X, y), rounds=1, iterations=1)
     benchmark.extra_info["train_accuracy"] = float(clf.score(X[:10000], y[:10000]))
+    benchmark.extra_info["test_accuracy"] = float(clf.score(*test_set))
 
 
-def test_fit_fastsoftmax(benchmark, scaled, one_thread):
+def test_fit_fastsoftmax(benchmark, scaled, test_set, one_thread):
     sk = pytest.importorskip("sklearn", reason="the estimator needs scikit-learn")
     del sk
     from fastsoftmax import SoftmaxMLPClassifier
@@ -34,10 +35,10 @@ def test_fit_fastsoftmax(benchmark, scaled, one_thread):
     make = lambda: SoftmaxMLPClassifier(hidden_size=H, batch_size=B, learning_rate=LR,  # noqa: E731
                                         epochs=EPOCHS, alpha=ALPHA, random_state=0, tol=None)
     make().fit(X[:500], y[:500])  # compile outside the timing
-    _fit(benchmark, make, X, y)
+    _fit(benchmark, make, X, y, test_set)
 
 
-def test_fit_mlpclassifier(benchmark, scaled, one_thread):
+def test_fit_mlpclassifier(benchmark, scaled, test_set, one_thread):
     nn = pytest.importorskip("sklearn.neural_network", reason="scikit-learn is not installed")
     X, y = scaled
 
@@ -50,4 +51,4 @@ def test_fit_mlpclassifier(benchmark, scaled, one_thread):
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter is the epoch count here
-        _fit(benchmark, make, X, y)
+        _fit(benchmark, make, X, y, test_set)

@@ -8,6 +8,8 @@ given the same epoch sharing (configurations that differ only in epochs train
 once), so the ratio is not inflated by that trick.
 """
 
+import json
+
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
@@ -27,13 +29,18 @@ def _epochs_trained():
 @pytest.mark.parametrize("workers", [1, 2])
 def test_sweep_fastsoftmax(benchmark, train_set, workers, capsys):
     cli.main(["--quiet", "--sample", "2", "--epochs", "1", "--limit", "2000"])  # compile
+    capsys.readouterr()  # the warm-up's output is not the measured run's
     benchmark.group = "default sweep (72 configurations)"
-    code = benchmark.pedantic(cli.main, args=(["--quiet", "--workers", str(workers)],),
+    code = benchmark.pedantic(cli.main, args=(["--quiet", "--json", "--workers", str(workers)],),
                               rounds=1, iterations=1)
     assert code == 0
-    out = capsys.readouterr().out
-    benchmark.extra_info.update(workers=workers, epochs_trained=_epochs_trained(),
-                                test_line=next(l for l in out.splitlines() if l.startswith("test:")))
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_configs"] == len(CONFIGS) and summary["n_train"] == 48000
+    best = summary["best"]
+    benchmark.extra_info.update(
+        workers=workers, epochs_trained=_epochs_trained(),
+        test_accuracy=summary["test_accuracy"], test_loss=summary["test_loss"],
+        best={k: best[k] for k in grid.AXES}, best_val_accuracy=best["val_accuracy"])
 
 
 def test_sweep_numpy_reference(benchmark, train_set):

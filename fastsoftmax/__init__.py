@@ -28,6 +28,7 @@ def __getattr__(name):
             if (exc.name or "").partition(".")[0] != "sklearn":
                 raise
             raise ImportError("fastsoftmax.SoftmaxMLPClassifier needs scikit-learn: "
-                              "pip install 'fastsoftmax[sklearn]'") from exc
+                              "pip install '.[sklearn]' in a clone of fastsoftmax, or "
+                              "pip install 'scikit-learn>=1.6'") from exc
         return SoftmaxMLPClassifier
     raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")

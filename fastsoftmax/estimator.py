@@ -3,8 +3,8 @@
 It follows scikit-learn's conventions (hyperparameters stored by ``__init__``,
 validation in ``fit``, fitted attributes ending in ``_``) and trains with the
 same compiled epoch kernel as :func:`fastsoftmax.train`, so the same settings
-give the same weights.  Requires scikit-learn (``pip install
-'fastsoftmax[sklearn]'``); ``import fastsoftmax`` does not.
+give the same weights.  Requires scikit-learn (``pip install '.[sklearn]'`` in a
+clone of fastsoftmax); ``import fastsoftmax`` does not.
 """
 
 from __future__ import annotations

@@ -245,7 +245,7 @@ def test_import_does_not_need_sklearn():
             "try:\n    fs.SoftmaxMLPClassifier\nexcept ImportError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    assert "pip install 'fastsoftmax[sklearn]'" in out
+    assert "pip install '.[sklearn]' in a clone of fastsoftmax" in out
 
 
 @pytest.mark.realdata

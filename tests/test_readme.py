@@ -28,3 +28,22 @@ def test_readme_examples_run(real_data, tmp_path, monkeypatch):
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["accuracy"] > 0.8
     assert (tmp_path / "model.npz").is_file() and (tmp_path / "clf.npz").is_file()
+
+
+def test_every_sweep_option_is_documented():
+    from fastsoftmax.cli import build_parser
+
+    text = README.read_text()
+    flags = [f for action in build_parser()._actions for f in action.option_strings
+             if f.startswith("--") and f != "--help"]
+    assert len(flags) >= 16
+    missing = [f for f in flags if f"`{f}" not in text]
+    assert not missing, f"options missing from README.md: {missing}"
+    for name in ("sweep.json", "results.jsonl", "results.csv", "best.json", "best_params.npz",
+                 "fastsoftmax-sweep", "every configuration diverged"):
+        assert name in text, name
+
+
+def test_newcomer_commands_install_venv_support():
+    first_lines = [l for l in README.read_text().splitlines()[:12] if "apt-get install" in l]
+    assert len(first_lines) == 2 and all("python3-venv" in l for l in first_lines)

@@ -278,8 +278,54 @@ def test_cli_missing_data_exit_1(tmp_path, capsys):
     assert code == 1 and "does not hold the four Fashion-MNIST files" in err
 
 
+def _nearest_mean_accuracy(X, y, Xt, yt):
+    """Test accuracy of the nearest class mean: a floor any trained network should clear."""
+    X, Xt = X.astype(np.float64) / 255, Xt.astype(np.float64) / 255
+    means = np.stack([X[y == k].mean(axis=0) for k in range(10)])  # (10, 784)
+    d = (Xt ** 2).sum(1)[:, None] - 2 * Xt @ means.T + (means ** 2).sum(1)[None, :]
+    return float((d.argmin(axis=1) == yt).mean())
+
+
 @pytest.mark.realdata
-def test_default_sweep_sample_on_real_data(real_data, capsys):
-    code, out, err = run_cli(capsys, "--sample", "2", "--epochs", "1", "--json")
+def test_sampled_default_sweep_picks_a_model_that_generalises(real_data, tmp_path, capsys):
+    # A sample of the default grid, 5 epochs each to stay quick.
+    code, out, err = run_cli(capsys, "--sample", "8", "--seed", "0", "--epochs", "5", "--json",
+                             "--quiet", "--out", tmp_path)
     assert code == 0, err
-    assert json.loads(out)["n_train"] == 48000
+    summary = json.loads(out)
+    assert summary["n_train"] == 48000 and summary["n_val"] == 12000
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 8
+    best = summary["best"]
+    # the chosen one is the table's best on validation...
+    assert best["val_accuracy"] == max(r["val_accuracy"] or -1 for r in records)
+    # ...its test accuracy is its validation accuracy within 3 points (12,000 and 10,000
+    # held-out images: more than 7 standard errors)...
+    assert abs(summary["test_accuracy"] - best["val_accuracy"]) <= 0.03, summary
+    # ...and it beats the nearest class mean, computed here from the same training split.
+    tr, _ = fs.data.train_val_split(60000, 0.2, 0)
+    floor = _nearest_mean_accuracy(real_data.train_images[tr], real_data.train_labels[tr],
+                                   real_data.test_images, real_data.test_labels)
+    assert summary["test_accuracy"] > floor, (summary["test_accuracy"], floor)
+
+
+def test_float64_sweep_agrees_with_float32(tmp_path, data_dir, capsys):
+    runs = {}
+    for dtype in ("float32", "float64"):
+        out_dir = tmp_path / dtype
+        code, out, err = run_cli(capsys, "--data", data_dir, "--out", out_dir, "--json",
+                                 "--dtype", dtype, *SMALL_GRID)
+        assert code == 0, err
+        recs = {tuple(r[k] for k in grid.AXES): r
+                for r in map(json.loads, (out_dir / "results.jsonl").read_text().splitlines())}
+        runs[dtype] = json.loads(out), recs, fs.load_params(out_dir / "best_params.npz")
+    (s32, r32, p32), (s64, r64, p64) = runs["float32"], runs["float64"]
+    assert p32.dtype == np.float32 and p64.dtype == np.float64
+    assert {k: s32["best"][k] for k in grid.AXES} == {k: s64["best"][k] for k in grid.AXES}
+    assert r32.keys() == r64.keys()
+    for key in r32:
+        for name in ("train_loss", "val_loss"):
+            np.testing.assert_allclose(r32[key]["history"][name], r64[key]["history"][name],
+                                       rtol=1e-3, err_msg=f"{key} {name}")
+    np.testing.assert_allclose(s32["test_loss"], s64["test_loss"], rtol=1e-3)
+    assert abs(s32["test_accuracy"] - s64["test_accuracy"]) <= 0.002
