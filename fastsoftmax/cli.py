@@ -429,6 +429,6 @@ def _saved_best(out: Path, best: Record, n_features: int, dtype):
         return None
     same = all(saved.get(k) == v for k, v in best.config.as_dict().items())
     c = best.config
-    if not same or params.shape != (n_features, c.hidden_size, 10) or params.dtype != dtype:
+    if not same or params.shape != (n_features, c.hidden_size, len(CLASS_NAMES)) or params.dtype != dtype:
         return None
     return params

@@ -295,9 +295,9 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             if diverged:
                 warnings.warn(f"SoftmaxMLPClassifier: training diverged in epoch "
                               f"{len(loss_curve) + 1} (a minibatch loss was non-finite or above "
-                              f"{limit:.3g}, 100 times the loss at the start); it stopped there, "
-                              "keeping the weights before that minibatch (try a smaller "
-                              "learning_rate)", RuntimeWarning,
+                              f"{limit:.3g}, {reference.DIVERGENCE_FACTOR:g} times the loss at "
+                              "the start); it stopped there, keeping the weights before that "
+                              "minibatch (try a smaller learning_rate)", RuntimeWarning,
                               stacklevel=3)  # point at the caller of fit / partial_fit
                 break
             loss_curve.append(loss)

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-SMALL_ARGS = ["--batch-sizes", "16,64", "--learning-rates", "0.1", "--epochs", "1,2",
-              "--alphas", "1e-3", "--hidden-sizes", "5", "--limit", "500"]
+from conftest import SMALL_ARGS
+
 # One group trained for 1 and for LONG epochs: long enough to be interrupted
 # (a few seconds), short enough to finish on a rerun.
 LONG = 300

@@ -11,7 +11,7 @@ import pytest
 
 from fastsoftmax import cpus
 
-from test_cli_phases import SMALL_ARGS
+from conftest import SMALL_ARGS
 
 
 def _fake_proc(tmp_path, cgroup_text):

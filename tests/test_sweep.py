@@ -9,7 +9,7 @@ import fastsoftmax as fs
 from fastsoftmax import cli, grid
 from fastsoftmax.sweep import run_sweep
 
-from conftest import RTOL, assert_params_close, make_data
+from conftest import RTOL, SMALL_ARGS, assert_params_close, make_data
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +181,7 @@ def test_interrupt_stops_and_keeps_finished(small):
 # the command line, on small .npy data the tests write
 
 
-SMALL_GRID = ["--batch-sizes", "16,64", "--learning-rates", "0.1", "--epochs", "1,2",
-              "--alphas", "1e-3", "--hidden-sizes", "5", "--limit", "500", "--quiet"]
+SMALL_GRID = [*SMALL_ARGS, "--quiet"]
 
 
 def run_cli(capsys, *argv):
