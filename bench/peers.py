@@ -83,12 +83,13 @@ class FastsoftmaxPack:
         self.limits = np.full(n_configs, np.inf)
         self.alive = np.ones(n_configs, np.bool_)
         self.losses = np.empty(n_configs)
+        self.xents = np.empty(n_configs)
         self.order = fs.minibatch_orders(len(X), 1, SEED)[0]
 
     def epoch(self):
         kernels._train_epoch_many(self.X, None, self.y, self.order, self.B, self.lrs,
                                   self.alphas, self.limits, self.state, self.offs, self.hidden, 10,
-                                  self.alive, self.losses)
+                                  self.alive, self.losses, self.xents)
         return float(self.losses[0])
 
     def trained(self, m: int):

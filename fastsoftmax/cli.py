@@ -21,6 +21,7 @@ from .checks import check_X
 from .cpus import available_cpus
 from .data import CLASS_NAMES, DataError, load_fashion_mnist, train_val_split
 from .interrupts import finish_then_interrupt
+from .machine import describe
 from .params import load_params, save_params
 from .sweep import Record, run_sweep
 from .trainer import evaluate, predict
@@ -28,6 +29,9 @@ from .trainer import evaluate, predict
 EXIT_USAGE = 2
 EXIT_DATA = 1
 EXIT_INTERRUPTED = 130
+# Bumped when what results.jsonl means changes (2: train_loss is the
+# cross-entropy alone, as val_loss; the objective has its own key).
+RESULTS_FORMAT = 2
 
 
 class UsageError(Exception):
@@ -174,6 +178,10 @@ def _prepare_out(out: Path, meta: dict) -> list[Record]:
             old = json.loads(meta_path.read_text())
         except ValueError:
             raise UsageError(f"{meta_path}: unreadable; refusing to mix results")
+        if old.get("format") != meta["format"]:
+            raise UsageError(f"--out {out} holds results of an earlier fastsoftmax "
+                             f"(format {old.get('format', 1)}, where train_loss included the L2 "
+                             f"term); refusing to mix results (use another --out)")
         if old != meta:
             diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
             raise UsageError(f"--out {out} holds a sweep with different {', '.join(diff)}; "
@@ -186,23 +194,33 @@ def _prepare_out(out: Path, meta: dict) -> list[Record]:
     return []
 
 
-COLUMNS = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size", "train_loss",
-           "val_loss", "val_accuracy", "seconds", "diverged")
+# The CSV's header names each loss for what it is: Record.train_loss and
+# val_loss are both the mean cross-entropy (comparable), train_objective adds L2.
+COLUMNS = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size",
+           "train_cross_entropy", "val_cross_entropy", "train_objective", "val_accuracy",
+           "seconds", "diverged")
+
+TABLE_LEGEND = ("train_ce, val_ce: mean cross-entropy (no L2 term) over the last epoch's "
+                "minibatches and on the validation set; objective: train_ce + "
+                "(alpha/2)(||W1||^2 + ||W2||^2), what SGD minimised")
 
 
 def _row(r: Record):
     c = r.config
     return (c.batch_size, c.learning_rate, c.epochs, c.alpha, c.hidden_size, r.train_loss,
-            r.val_loss, r.val_accuracy, r.seconds, r.diverged)
+            r.val_loss, r.train_objective, r.val_accuracy, r.seconds, r.diverged)
 
 
 def format_table(records: list[Record]) -> str:
+    """The records, one line each, in the order given, and a legend for the losses."""
     lines = [f"{'batch':>5} {'lr':>8} {'epochs':>6} {'alpha':>8} {'hidden':>6} "
-             f"{'train_loss':>10} {'val_loss':>8} {'val_acc':>7} {'seconds':>7} diverged"]
+             f"{'train_ce':>8} {'val_ce':>8} {'objective':>9} {'val_acc':>7} {'seconds':>7} "
+             "diverged"]
     for r in records:
-        b, lr, e, a, h, tl, vl, va, s, d = _row(r)
-        lines.append(f"{b:>5} {lr:>8.3g} {e:>6} {a:>8.3g} {h:>6} {tl:>10.4f} {vl:>8.4f} "
-                     f"{va:>7.4f} {s:>7.2f} {'yes' if d else 'no'}")
+        b, lr, e, a, h, tl, vl, ob, va, s, d = _row(r)
+        lines.append(f"{b:>5} {lr:>8.3g} {e:>6} {a:>8.3g} {h:>6} {tl:>8.4f} {vl:>8.4f} "
+                     f"{ob:>9.4f} {va:>7.4f} {s:>7.2f} {'yes' if d else 'no'}")
+    lines.append(TABLE_LEGEND)
     return "\n".join(lines)
 
 
@@ -308,6 +326,7 @@ def _say(args, text):
 
 
 def _main(args) -> int:
+    started = time.monotonic()
     _check_args(args)
     configs = _configs(args)
     dtype = np.dtype(args.dtype)
@@ -329,7 +348,7 @@ def _main(args) -> int:
     X, y = check_X(images[tr], dtype, keep_pixels=True), labels[tr]
     Xv, yv = check_X(images[va], dtype, keep_pixels=True), labels[va]
 
-    meta = {"configs": [c.as_dict() for c in configs], "seed": args.seed,
+    meta = {"format": RESULTS_FORMAT, "configs": [c.as_dict() for c in configs], "seed": args.seed,
             "val_fraction": args.val_fraction, "dtype": args.dtype, "limit": args.limit,
             "data": _fingerprint(images, labels)}
     done: list[Record] = []
@@ -396,7 +415,13 @@ def _main(args) -> int:
                  for k in range(len(CLASS_NAMES))}
     summary = {"best": best.as_dict(), "test_loss": test_loss, "test_accuracy": test_acc,
                "test_per_class_accuracy": per_class, "n_configs": len(records),
-               "n_train": int(len(y)), "n_val": int(len(yv)), "seed": args.seed}
+               "n_train": int(len(y)), "n_val": int(len(yv)), "seed": args.seed,
+               # this run's wall time; with resumed_configs > 0 earlier runs did those
+               "wall_seconds": round(time.monotonic() - started, 2),
+               "resumed_configs": len(done), "machine": describe(args.workers)}
+    if not todo and out is not None:
+        # A rerun that trained nothing keeps the run that did: its time and machine.
+        summary.update(_run_facts(out))
 
     if out is not None:
         # Each file is written whole or not at all, and Ctrl-C waits for the
@@ -417,6 +442,15 @@ def _main(args) -> int:
         print(f"test: loss {test_loss:.4f}, accuracy {test_acc:.4f}")
         print("per class: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
     return 0
+
+
+def _run_facts(out: Path) -> dict:
+    """wall_seconds, resumed_configs and machine from ``out``'s best.json, if there."""
+    try:
+        saved = json.loads((out / "best.json").read_text())
+        return {k: saved[k] for k in ("wall_seconds", "resumed_configs", "machine")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
 
 
 def _saved_best(out: Path, best: Record, n_features: int, dtype):

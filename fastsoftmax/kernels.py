@@ -339,25 +339,27 @@ def _load_minibatch(X, table, order, start, B, rows, Xb):
 def _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
     """One SGD step on the minibatch ``rows[:n]``, already gathered into Xb.
 
-    Returns the minibatch's loss (float64).  A loss that is not <= limit
-    (float64; non-finite, or above reference.divergence_limit) leaves the
-    parameters as they were: the caller reports divergence.  Hd, Z, G, dA,
-    W2T, gb1, gb2: scratch as from :func:`_scratch`.
+    Returns (the minibatch's loss, its cross-entropy alone), float64: the
+    loss adds the L2 term.  A loss that is not <= limit (float64; non-finite,
+    or above reference.divergence_limit) leaves the parameters as they were:
+    the caller reports divergence.  Hd, Z, G, dA, W2T, gb1, gb2: scratch as
+    from :func:`_scratch`.
     """
     # The parts are called from here directly, not through a helper per
     # phase: numba re-optimises and re-emits every callee inside each caller,
     # so each level of nesting added ~2 s to a cold start.
     _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
-    value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
+    xent = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
+    value = xent
     if alpha != 0:
         value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
     if not value <= limit:  # NaN compares False
-        return value
+        return value, xent
     _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
     _w1_update(Xb, n, dA, W1, decay, -lr)
     _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
     _bias_update(lr, b1, b2, gb1, gb2)
-    return value
+    return value, xent
 
 
 @jit
@@ -380,8 +382,8 @@ def _train_epoch(X, table, y, order, batch_size, lr, alpha, limit, W1, b1, W2, b
     total = 0.0
     for start in range(0, N, B):
         n = _load_minibatch(X, table, order, start, B, rows, Xb)
-        value = _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA,
-                      W2T, gb1, gb2)
+        value, _ = _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G,
+                         dA, W2T, gb1, gb2)
         if not value <= limit:
             return np.nan, True
         total += value * n
@@ -409,7 +411,7 @@ def packed_views(flat, off, Hp, Dp, K):
 
 @jit
 def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state, offs, hidden,
-                      K, alive, losses):
+                      K, alive, losses, xents):
     """One epoch of SGD for P models that share the minibatch order, in place.
 
     Each minibatch is gathered once and trains every model in turn, so the
@@ -423,6 +425,8 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     alive (P,) bool, in and out: models marked False are skipped; a model whose
     loss diverges is marked False before that minibatch's update.
     losses (P,) float64 out: mean loss, NaN for models not alive at the end.
+    xents (P,) float64 out: the same mean of the cross-entropy alone (no L2
+    term), comparable with a validation cross-entropy.
     """
     N = order.shape[0]
     B = min(batch_size, N)
@@ -442,6 +446,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     gb1 = np.empty_like(b1w)
     gb2 = np.empty_like(b2w)
     total = np.zeros(P)
+    total_xent = np.zeros(P)
     for start in range(0, N, B):
         n = _load_minibatch(X, table, order, start, B, rows, Xb)
         for m in range(P):
@@ -451,15 +456,18 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
             W1, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
             lr, alpha = lrs[m], alphas[m]
             decay = state.dtype.type(1) - lr * alpha
-            value = _step(Xb, y, rows, n, lr, alpha, decay, limits[m], W1, b1, W2, b2,
-                          hd[:Bp * Hp].reshape(Bp, Hp), Z, G, da[:Bp * Hp].reshape(Bp, Hp),
-                          w2t[:Kp * Hp].reshape(Kp, Hp), gb1[:Hp], gb2)
+            value, xent = _step(Xb, y, rows, n, lr, alpha, decay, limits[m], W1, b1, W2, b2,
+                                hd[:Bp * Hp].reshape(Bp, Hp), Z, G,
+                                da[:Bp * Hp].reshape(Bp, Hp), w2t[:Kp * Hp].reshape(Kp, Hp),
+                                gb1[:Hp], gb2)
             if value <= limits[m]:
                 total[m] += value * n
+                total_xent[m] += xent * n
             else:
                 alive[m] = False
     for m in range(P):
         losses[m] = total[m] / N if alive[m] else np.nan
+        xents[m] = total_xent[m] / N if alive[m] else np.nan
 
 
 @jit
@@ -635,7 +643,7 @@ def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: 
     _train_epoch_many(X, table_for(X, dtype), np.asarray(y, np.int64),
                       np.asarray(order, np.int64), batch_size,
                       np.asarray(learning_rates, dtype), np.asarray(alphas, dtype), limits,
-                      state, offs, hidden, K, alive, losses)
+                      state, offs, hidden, K, alive, losses, np.empty(len(params)))
     Dp = pad_features(D)
     out = [from_kernel(*packed_views(state, offs[m], hidden[m], Dp, K), D, p.shape[1])
            for m, p in enumerate(params)]

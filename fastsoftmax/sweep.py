@@ -60,8 +60,8 @@ def _cycles():
 def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
            g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
            c_group, c_epochs, c_off, snaps,
-           train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged,
-           stop):
+           train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
+           diverged, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
     X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
@@ -74,7 +74,8 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
     epoch count, and the offset of its packed model in ``state`` (1-D).
     Per configuration c: its group, epoch count, and the offset in ``snaps``
     where its model is copied when the group completes that epoch.
-    Outputs per group: train_loss, val_loss, val_acc, epoch_end (G, E) and
+    Outputs per group: train_loss (the objective: cross-entropy + L2),
+    train_xent (cross-entropy alone), val_loss (cross-entropy), val_acc, epoch_end (G, E) and
     g_start (G,) as cycle-counter readings; epochs_done (G,) written last, so a reader that sees it
     may read everything before it; diverged (G,).
     ``stop[w] != 0`` makes worker w return after its current epoch.  (One
@@ -96,6 +97,7 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
             first = members[0]
             alive = np.ones(P, np.bool_)
             losses = np.empty(P)
+            xents = np.empty(P)
             started = _cycles()
             for m in range(P):
                 g_start[members[m]] = started
@@ -105,7 +107,8 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
                 kernels._train_epoch_many(X, table, y, orders[e], g_batch[first],
                                           g_lr[members], g_alpha[members],
                                           g_limit[members], state,
-                                          g_off[members], g_hidden[members], K, alive, losses)
+                                          g_off[members], g_hidden[members], K, alive, losses,
+                                          xents)
                 for m in range(P):
                     g = members[m]
                     if not alive[m]:
@@ -116,6 +119,7 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
                     ce, correct = kernels._forward_blocks(Xv, table, W1, b1, W2, b2, yv,
                                                           no_proba, False)
                     train_loss[g, e] = losses[m]
+                    train_xent[g, e] = xents[m]
                     val_loss[g, e] = ce / Nv
                     val_acc[g, e] = correct / Nv
                     size = kernels.packed_size(Hp, Dp, K)
@@ -132,10 +136,17 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
 class Record:
     """The result of one configuration.
 
-    history holds per-epoch lists train_loss, val_loss, val_accuracy (up to
-    the configuration's epochs, or to the epoch before divergence).  Final
-    values are those of the last epoch; NaN when the configuration diverged.
-    val_loss is the mean cross-entropy on the validation set (no L2 term).
+    The two losses are the same quantity, comparable with each other: the
+    mean cross-entropy, without the L2 term.  train_loss averages it over the
+    epoch's minibatches (each weighted by its size, at the weights it was
+    computed with), val_loss over the validation set after the epoch.
+    train_objective is what SGD minimised: train_loss plus the L2 term
+    (alpha/2)(||W1||^2 + ||W2||^2), averaged the same way.
+
+    history holds per-epoch lists train_loss, train_objective, val_loss,
+    val_accuracy (up to the configuration's epochs, or to the epoch before
+    divergence).  Final values are those of the last epoch; NaN when the
+    configuration diverged.
     seconds is the wall time from the start of the configuration's pack to the
     end of its last epoch (the models of a pack train together and share it).
     """
@@ -147,12 +158,14 @@ class Record:
     seconds: float
     diverged: bool
     history: dict = field(default_factory=dict)
+    train_objective: float = float("nan")
 
     def as_dict(self) -> dict:
         def clean(v):  # JSON has no NaN: a diverged value is null
             return None if isinstance(v, float) and not np.isfinite(v) else v
         out = self.config.as_dict()
-        out.update(train_loss=clean(self.train_loss), val_loss=clean(self.val_loss),
+        out.update(train_loss=clean(self.train_loss),
+                   train_objective=clean(self.train_objective), val_loss=clean(self.val_loss),
                    val_accuracy=clean(self.val_accuracy), seconds=round(self.seconds, 4),
                    diverged=self.diverged,
                    history={k: [clean(x) for x in v] for k, v in self.history.items()})
@@ -165,8 +178,12 @@ class Record:
         config = Config(int(d["batch_size"]), float(d["learning_rate"]), int(d["epochs"]),
                         float(d["alpha"]), int(d["hidden_size"]))
         history = {k: [num(x) for x in v] for k, v in d["history"].items()}
+        if "train_objective" not in d or "train_objective" not in d["history"]:
+            # Before it, train_loss held the objective: refuse rather than mislabel.
+            raise KeyError("train_objective")
         return cls(config, num(d["train_loss"]), num(d["val_loss"]), num(d["val_accuracy"]),
-                   float(d["seconds"]), bool(d["diverged"]), history)
+                   float(d["seconds"]), bool(d["diverged"]), history,
+                   num(d["train_objective"]))
 
     def rank_key(self):
         """Best first: highest validation accuracy, then lowest validation loss."""
@@ -273,6 +290,7 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     snaps = np.zeros(int(sum(c_sizes)), dtype)
 
     train_loss = np.full((G, E), np.nan)
+    train_xent = np.full((G, E), np.nan)
     val_loss = np.full((G, E), np.nan)
     val_acc = np.full((G, E), np.nan)
     epoch_end = np.zeros((G, E), np.uint64)  # cycle counter readings
@@ -291,7 +309,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     def run(plan):
         _sweep(X, y, X_val, y_val, table, K, orders, plan, packs, g_batch, g_lr, g_alpha,
                g_limit, g_hidden, g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
-               train_loss, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged, stop)
+               train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
+               diverged, stop)
 
     # Compile (or load from the cache) here, with no work to do: Ctrl-C
     # reaches this thread and stops a compile at once, where in the worker
@@ -329,15 +348,17 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
             if not (reached or failed):
                 continue
             last = min(int(done[gi]), c.epochs)
-            hist = {"train_loss": train_loss[gi, :last].tolist(),
+            hist = {"train_loss": train_xent[gi, :last].tolist(),
+                    "train_objective": train_loss[gi, :last].tolist(),
                     "val_loss": val_loss[gi, :last].tolist(),
                     "val_accuracy": val_acc[gi, :last].tolist()}
             if failed:
                 rec = Record(c, np.nan, np.nan, np.nan, 0.0, True, hist)
             else:
-                rec = Record(c, float(train_loss[gi, last - 1]), float(val_loss[gi, last - 1]),
+                rec = Record(c, float(train_xent[gi, last - 1]), float(val_loss[gi, last - 1]),
                              float(val_acc[gi, last - 1]),
-                             seconds(int(epoch_end[gi, last - 1]) - int(g_start[gi])), False, hist)
+                             seconds(int(epoch_end[gi, last - 1]) - int(g_start[gi])), False, hist,
+                             train_objective=float(train_loss[gi, last - 1]))
             records[ci] = rec
             if on_record is not None:
                 on_record(rec)

@@ -134,3 +134,15 @@ def test_run_sweep_asked_for_more_workers_than_cpus_still_runs():
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "2"
+
+
+def test_cpu_model_and_simd_flags_from_cpuinfo(tmp_path):
+    from fastsoftmax.machine import cpu_model
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n"
+                    "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw\n\n"
+                    "processor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert cpu_model(str(info)) == ("AMD EPYC 9R14", ("sse4_2", "avx", "avx2", "fma", "avx512f",
+                                                      "avx512bw"))
+    model, flags = cpu_model(str(tmp_path / "missing"))
+    assert model and flags == ()

@@ -1,6 +1,7 @@
 """Grid search: grids, epoch sharing, determinism across workers, resume, CLI errors."""
 
 import json
+from importlib.metadata import version as fs_version
 
 import numpy as np
 import pytest
@@ -139,8 +140,31 @@ def test_sweep_agrees_with_train(small):
                    seed=5, X_val=Xv, y_val=yv)
     assert_params_close(out.params[c], ref.params, np.float32)
     np.testing.assert_allclose(out.records[0].history["val_accuracy"], ref.history.val_accuracy)
-    np.testing.assert_allclose(out.records[0].history["train_loss"], ref.history.train_loss,
+    # fs.train's train_loss is the objective; the sweep's is the cross-entropy alone
+    np.testing.assert_allclose(out.records[0].history["train_objective"],
+                               ref.history.train_loss, rtol=RTOL[np.dtype(np.float32)])
+    np.testing.assert_allclose(out.records[0].history["train_loss"],
+                               _reference_train_cross_entropy(X, y, c, seed=5),
                                rtol=RTOL[np.dtype(np.float32)])
+    rec = out.records[0]
+    assert rec.train_loss == rec.history["train_loss"][-1]
+    assert rec.train_objective == rec.history["train_objective"][-1] > rec.train_loss
+
+
+def _reference_train_cross_entropy(X, y, c, seed):
+    """Per epoch, the size-weighted mean cross-entropy (no L2) of the minibatches
+    at the weights each was computed with: the reference's own loop, spelled out."""
+    params = fs.init_params(X.shape[1], c.hidden_size, 10, seed=seed, dtype=X.dtype)
+    out = []
+    for order in fs.minibatch_orders(len(X), c.epochs, seed):
+        total = 0.0
+        for start in range(0, len(order), c.batch_size):
+            idx = order[start:start + c.batch_size]
+            total += fs.reference.cross_entropy(fs.reference.forward(params, X[idx]).Z,
+                                                y[idx]) * len(idx)
+            _, params = fs.reference.sgd_step(params, X[idx], y[idx], c.learning_rate, c.alpha)
+        out.append(total / len(order))
+    return out
 
 
 @pytest.mark.parametrize("alpha", [1.0, 1e-4])  # overflow, and the default alpha's runaway loss
@@ -206,6 +230,28 @@ def test_cli_runs_and_writes_results(tmp_path, data_dir, capsys):
     loss, acc = fs.evaluate(params, ds.test_images, ds.test_labels)
     assert acc == best["test_accuracy"] > 0.5
     assert len(best["test_per_class_accuracy"]) == 10
+    # the losses are named for what they are, in the CSV and under the printed table
+    header = (out_dir / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[5:8] == ["train_cross_entropy", "val_cross_entropy", "train_objective"]
+    assert "train_ce" in out and "objective" in out and "no L2 term" in out
+    assert best["best"]["train_objective"] > best["best"]["train_loss"]
+    # the run's wall time and machine; a rerun that trains nothing keeps them
+    assert best["wall_seconds"] > 0 and best["resumed_configs"] == 0
+    assert best["machine"]["cpu"] and best["machine"]["numba"] == fs_version("numba")
+    assert run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)[0] == 0
+    assert json.loads((out_dir / "best.json").read_text()) == best
+
+
+def test_results_of_an_earlier_format_are_refused(tmp_path, data_dir, capsys):
+    out_dir = tmp_path / "out"
+    assert run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)[0] == 0
+    meta = json.loads((out_dir / "sweep.json").read_text())
+    del meta["format"]  # as written before train_loss lost its L2 term
+    (out_dir / "sweep.json").write_text(json.dumps(meta))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out_dir.iterdir())
+    code, _, err = run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)
+    assert code == 2 and "earlier fastsoftmax" in err and "included the L2" in err
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out_dir.iterdir()) == before
 
 
 def test_cli_json_summary(data_dir, capsys):
