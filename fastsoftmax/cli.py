@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import json
 import os
@@ -19,19 +18,17 @@ from . import grid as gridmod
 from .atomic import atomic_open
 from .checks import check_X
 from .cpus import available_cpus
-from .data import CLASS_NAMES, DataError, load_fashion_mnist, train_val_split
+from .data import CLASS_NAMES, DataError, fingerprint, load_fashion_mnist, train_val_split
 from .interrupts import finish_then_interrupt
 from .machine import describe
 from .params import load_params, save_params
+from .results import RESULTS_FORMAT, NotASweep, parse_records
 from .sweep import Record, run_sweep
 from .trainer import evaluate, predict
 
 EXIT_USAGE = 2
 EXIT_DATA = 1
 EXIT_INTERRUPTED = 130
-# Bumped when what results.jsonl means changes (2: train_loss is the
-# cross-entropy alone, as val_loss; the objective has its own key).
-RESULTS_FORMAT = 2
 
 
 class UsageError(Exception):
@@ -87,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR",
                    help="write results.csv, results.jsonl, best.json, best_params.npz here; "
                         "rerunning with the same DIR resumes")
+    p.add_argument("--report", action="store_true",
+                   help="then draw the results into DIR/report.html, report.md and PNG pictures "
+                        "(needs --out and the extra fastsoftmax[plot]: matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--json", action="store_true", help="print the final summary as JSON")
     return p
@@ -116,6 +116,8 @@ def _check_args(args):
         raise UsageError(f"--workers: this process may use {cpus.count} CPU"
                          f"{'s' if cpus.count > 1 else ''} (limited by {cpus.source}), "
                          f"got {args.workers}")
+    if args.report and args.out is None:
+        raise UsageError("--report needs --out DIR: the report is written beside the results")
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {args.val_fraction}")
     if args.limit is not None and args.limit < 2:
@@ -151,22 +153,14 @@ def _read_records(path: Path) -> list[Record]:
     """Records of results.jsonl; a torn last line (a crash mid-write) is dropped."""
     if not path.exists():
         return []
-    lines = path.read_bytes().split(b"\n")
-    records, good = [], []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            records.append(Record.from_dict(json.loads(line)))
-            good.append(line)
-        except (ValueError, KeyError, TypeError):
-            if i >= len(lines) - 2:  # the last line, torn: repair by dropping it
-                print(f"fastsoftmax.sweep: {path}: dropped a torn last line; "
-                      f"that configuration runs again", file=sys.stderr)
-                _atomic_write(path, "".join(x.decode() + "\n" for x in good))
-                break
-            raise UsageError(f"{path}: line {i + 1} is not a result record; "
-                             f"refusing to mix results (use another --out)")
+    try:
+        records, good, torn = parse_records(path.read_bytes().split(b"\n"), path)
+    except NotASweep as exc:
+        raise UsageError(f"{exc}; refusing to mix results (use another --out)") from None
+    if torn:  # repair by dropping it
+        print(f"fastsoftmax.sweep: {path}: dropped a torn last line; "
+              f"that configuration runs again", file=sys.stderr)
+        _atomic_write(path, "".join(x.decode() + "\n" for x in good))
     return records
 
 
@@ -287,14 +281,6 @@ class _Progress:
 # main
 
 
-def _fingerprint(*arrays) -> str:
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(str((a.shape, a.dtype.str)).encode())
-        h.update(np.ascontiguousarray(a).data)
-    return h.hexdigest()
-
-
 def main(argv=None) -> int:
     args = None
     try:
@@ -328,6 +314,13 @@ def _say(args, text):
 def _main(args) -> int:
     started = time.monotonic()
     _check_args(args)
+    if args.report:  # say so now, not after the training
+        from .plots import MissingExtra, require_matplotlib
+        try:
+            require_matplotlib()
+        except MissingExtra as exc:
+            print(f"fastsoftmax.sweep: --report: {exc}", file=sys.stderr)
+            return EXIT_DATA
     configs = _configs(args)
     dtype = np.dtype(args.dtype)
     _say(args, "loading the data")
@@ -350,7 +343,7 @@ def _main(args) -> int:
 
     meta = {"format": RESULTS_FORMAT, "configs": [c.as_dict() for c in configs], "seed": args.seed,
             "val_fraction": args.val_fraction, "dtype": args.dtype, "limit": args.limit,
-            "data": _fingerprint(images, labels)}
+            "data": fingerprint(images, labels)}
     done: list[Record] = []
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -441,6 +434,11 @@ def _main(args) -> int:
               f"(val accuracy {best.val_accuracy:.4f})")
         print(f"test: loss {test_loss:.4f}, accuracy {test_acc:.4f}")
         print("per class: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
+    if args.report:
+        from .report import build_report
+        _say(args, "drawing the report")
+        paths = build_report(out, dataset=ds).write(out)
+        _say(args, f"wrote {out / 'report.html'} and {len(paths) - 1} more files")
     return 0
 
 

@@ -53,6 +53,15 @@ OFFICIAL = {
 NPY_NAMES = {key: f"fashion_mnist_{key}.npy" for key in OFFICIAL}
 
 
+def fingerprint(*arrays) -> str:
+    """SHA-256 over the arrays' shapes, dtypes and bytes: which data a sweep used."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(str((a.shape, a.dtype.str)).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return h.hexdigest()
+
+
 class DataError(ValueError):
     """A data file is missing, truncated, corrupt or inconsistent."""
 

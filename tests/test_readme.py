@@ -28,6 +28,8 @@ def test_readme_examples_run(real_data, tmp_path, monkeypatch):
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["accuracy"] > 0.8
     assert (tmp_path / "model.npz").is_file() and (tmp_path / "clf.npz").is_file()
+    for picture in ("curves.png", "confusion.png", "wrong.png"):
+        assert (tmp_path / picture).stat().st_size > 10_000
 
 
 def test_every_sweep_option_is_documented():
@@ -42,6 +44,20 @@ def test_every_sweep_option_is_documented():
     for name in ("sweep.json", "results.jsonl", "results.csv", "best.json", "best_params.npz",
                  "fastsoftmax-sweep", "every configuration diverged"):
         assert name in text, name
+
+
+def test_every_report_option_is_documented():
+    from fastsoftmax.report import build_parser
+
+    text = README.read_text()
+    flags = [f for action in build_parser()._actions for f in action.option_strings
+             if f.startswith("--") and f != "--help"]
+    assert flags == ["--data", "--top"]
+    assert all(f"`{f}" in text for f in flags)
+    for picture in ("learning_curves", "accuracy_heatmaps", "confusion", "misclassified",
+                    "all_curves"):
+        assert (README.parent / "docs" / "report" / f"{picture}.png").is_file()
+        assert f"docs/report/{picture}.png" in text
 
 
 def test_newcomer_commands_install_venv_support():
