@@ -250,3 +250,10 @@ def test_pictures_from_python(tmp_path, data_dir):
     assert len([ax for ax in plots.curves_grid(str(out)).axes if ax.get_visible()]) == 8
     cm = plots.confusion_matrix([0, 1, 1, 2], [0, 1, 2, 2], ["a", "b", "c"])
     assert [t.get_text() for t in cm.axes[0].get_yticklabels()] == ["a", "b", "c"]
+
+
+def test_matplotlib_is_imported_only_for_pictures():
+    code = ("import sys, fastsoftmax, fastsoftmax.cli, fastsoftmax.report, fastsoftmax.plots; "
+            "assert 'matplotlib' not in sys.modules, 'imported'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
