@@ -223,6 +223,202 @@ def cost(config: Config, n_samples: int) -> float:
     return config.epochs * (n_samples * Hp + (n_samples / config.batch_size) * Hp * 0.5)
 
 
+def writable(state: dict) -> dict:
+    """An unpickled object's attributes with every array writable.
+
+    Pickle protocol 5, as Dask sends objects between processes, hands large
+    arrays over as read-only views of the bytes received.  Numba types a
+    read-only array apart from a writable one, so each would compile a second
+    specialization of the kernels on every worker (about 20 s), and arrays
+    that are trained in place must be writable anyway: copy them, once.
+    """
+    return {k: v.copy() if isinstance(v, np.ndarray) and not v.flags.writeable else v
+            for k, v in state.items()}
+
+
+@dataclass
+class Plan:
+    """A grid laid out for :func:`_sweep`: groups, packs, and every array the kernel reads.
+
+    Built once by :func:`make_plan`; a local sweep runs every pack in one
+    parallel call, a cluster (:mod:`fastsoftmax.cluster`) runs each pack as a
+    task on :meth:`pack_plan`'s slice of it.  Per group g (G of them) and
+    configuration c, the arrays are as :func:`_sweep` documents them.
+    """
+
+    configs: list
+    groups: list  # of lists of Config, by group_key, each sorted by epochs
+    flat_configs: list  # (group index, Config) in group order
+    n_features: int
+    n_classes: int
+    dtype: np.dtype
+    epochs: int  # E, the largest epoch count
+    g_batch: np.ndarray
+    g_lr: np.ndarray
+    g_alpha: np.ndarray
+    g_limit: np.ndarray
+    g_hidden: np.ndarray
+    g_epochs: np.ndarray
+    g_off: np.ndarray
+    state: np.ndarray
+    g_size: np.ndarray  # length of each group's packed model in state
+    c_group: np.ndarray
+    c_epochs: np.ndarray
+    c_off: np.ndarray
+    c_size: list
+    g_cost: list
+    packs: list  # of lists of group indices
+
+    def __setstate__(self, state):
+        self.__dict__.update(writable(state))
+
+    def outputs(self, n_groups=None) -> "Outputs":
+        return Outputs.empty(len(self.groups) if n_groups is None else n_groups, self.epochs)
+
+    def pack_plan(self, p: int) -> "Plan":
+        """The plan of pack ``p`` alone: its groups renumbered 0..P-1, their
+        starting weights and configurations, and one pack.  Training it gives
+        bit for bit what the whole plan gives those groups."""
+        members = self.packs[p]
+        cis = [ci for ci, (gi, _) in enumerate(self.flat_configs) if gi in members]
+        renumber = {gi: i for i, gi in enumerate(members)}
+        state = np.concatenate([self.state[self.g_off[g]:self.g_off[g] + self.g_size[g]]
+                                for g in members])
+        c_size = [self.c_size[ci] for ci in cis]
+        return Plan(
+            configs=[self.flat_configs[ci][1] for ci in cis],
+            groups=[self.groups[g] for g in members],
+            flat_configs=[(renumber[self.flat_configs[ci][0]], self.flat_configs[ci][1])
+                          for ci in cis],
+            n_features=self.n_features, n_classes=self.n_classes, dtype=self.dtype,
+            epochs=int(self.g_epochs[members].max()),
+            g_batch=self.g_batch[members], g_lr=self.g_lr[members],
+            g_alpha=self.g_alpha[members], g_limit=self.g_limit[members],
+            g_hidden=self.g_hidden[members], g_epochs=self.g_epochs[members],
+            g_off=kernels.offsets(self.g_size[members]), state=state,
+            g_size=self.g_size[members],
+            c_group=np.array([renumber[self.flat_configs[ci][0]] for ci in cis], np.int64),
+            c_epochs=self.c_epochs[cis], c_off=kernels.offsets(c_size), c_size=c_size,
+            g_cost=[self.g_cost[g] for g in members], packs=[list(range(len(members)))])
+
+
+@dataclass
+class Outputs:
+    """What :func:`_sweep` writes, per group: (G, E) losses, accuracies and epoch
+    end times, (G,) start times, epochs done and divergence; and the snapshot
+    of each configuration's model."""
+
+    train_loss: np.ndarray
+    train_xent: np.ndarray
+    val_loss: np.ndarray
+    val_acc: np.ndarray
+    epoch_end: np.ndarray
+    g_start: np.ndarray
+    epochs_done: np.ndarray
+    diverged: np.ndarray
+
+    @classmethod
+    def empty(cls, G: int, E: int) -> "Outputs":
+        return cls(np.full((G, E), np.nan), np.full((G, E), np.nan), np.full((G, E), np.nan),
+                   np.full((G, E), np.nan), np.zeros((G, E), np.uint64), np.zeros(G, np.uint64),
+                   np.zeros(G, np.int64), np.zeros(G, np.bool_))
+
+
+def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int = 0,
+              dtype=None, pack_size: int = PACK_SIZE) -> Plan:
+    """Group, initialise and pack ``configs`` for training on X (N, D); see :func:`run_sweep`."""
+    if X.dtype != X_val.dtype:
+        raise ValueError(f"X_val has dtype {X_val.dtype} but X has {X.dtype}")
+    if dtype is None:
+        dtype = np.float32 if X.dtype == np.uint8 else X.dtype
+    dtype = np.dtype(dtype)
+    if X.dtype != np.uint8 and X.dtype != dtype:
+        raise ValueError(f"X has dtype {X.dtype} but the model dtype is {dtype}")
+    N, D = X.shape
+    K = n_classes
+    groups = group_configs(configs)
+    heads = [g[-1] for g in groups]  # each group's largest epoch count
+    # every group of a hidden size starts from the same weights
+    inits = {h: init_params(D, h, K, seed=seed, dtype=dtype)
+             for h in {c.hidden_size for c in heads}}
+    state, g_off, g_hidden = kernels.pack([inits[c.hidden_size] for c in heads])
+    g_size = np.diff(g_off, append=state.size)
+    flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
+    c_size = [int(g_size[gi]) for gi, _ in flat_configs]
+    g_cost = [cost(c, N) for c in heads]
+    packs = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size,
+                        [size * dtype.itemsize for size in g_size], PACK_BYTES)
+    return Plan(
+        configs=list(configs), groups=groups, flat_configs=flat_configs, n_features=D,
+        n_classes=K, dtype=dtype, epochs=max(c.epochs for c in configs),
+        g_batch=np.array([c.batch_size for c in heads], np.int64),
+        g_lr=np.array([c.learning_rate for c in heads], dtype),
+        g_alpha=np.array([c.alpha for c in heads], dtype),
+        g_limit=np.array([reference.divergence_limit(inits[c.hidden_size], c.alpha, K)
+                          for c in heads]),
+        g_hidden=g_hidden, g_epochs=np.array([c.epochs for c in heads], np.int64),
+        g_off=g_off, state=state, g_size=g_size,
+        c_group=np.array([gi for gi, _ in flat_configs], np.int64),
+        c_epochs=np.array([c.epochs for _, c in flat_configs], np.int64),
+        c_off=kernels.offsets(c_size), c_size=c_size, g_cost=g_cost, packs=packs)
+
+
+def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: Outputs,
+             snaps, stop):
+    """Run :func:`_sweep` on ``plan`` in place: worker w trains packs ``workers_plan[w]``."""
+    _sweep(X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
+           _rows_padded(plan.packs), plan.g_batch, plan.g_lr, plan.g_alpha, plan.g_limit,
+           plan.g_hidden, plan.g_epochs, plan.g_off, plan.state, plan.c_group, plan.c_epochs,
+           plan.c_off, snaps, out.train_loss, out.train_xent, out.val_loss, out.val_acc,
+           out.epoch_end, out.g_start, out.epochs_done, out.diverged, stop)
+
+
+def new_records(plan: Plan, out: Outputs, records: dict, seconds) -> list:
+    """Records of configurations whose group got far enough, not yet in ``records``.
+
+    Adds them to ``records`` (configuration index -> Record) and returns them
+    in order.  seconds(gi, last) : wall time of group gi from its start to the
+    end of epoch ``last``.
+    """
+    done = out.epochs_done.copy()  # read progress first: what it covers is written
+    div = out.diverged.copy()
+    fresh = []
+    for ci, (gi, c) in enumerate(plan.flat_configs):
+        if ci in records:
+            continue
+        reached = done[gi] >= c.epochs
+        failed = div[gi] and done[gi] < c.epochs
+        if not (reached or failed):
+            continue
+        last = min(int(done[gi]), c.epochs)
+        hist = {"train_loss": out.train_xent[gi, :last].tolist(),
+                "train_objective": out.train_loss[gi, :last].tolist(),
+                "val_loss": out.val_loss[gi, :last].tolist(),
+                "val_accuracy": out.val_acc[gi, :last].tolist()}
+        if failed:
+            rec = Record(c, np.nan, np.nan, np.nan, 0.0, True, hist)
+        else:
+            rec = Record(c, float(out.train_xent[gi, last - 1]), float(out.val_loss[gi, last - 1]),
+                         float(out.val_acc[gi, last - 1]), seconds(gi, last), False, hist,
+                         train_objective=float(out.train_loss[gi, last - 1]))
+        records[ci] = rec
+        fresh.append(rec)
+    return fresh
+
+
+def trained_params(plan: Plan, records: dict, snaps) -> dict:
+    """Config -> Params of every recorded configuration that did not diverge."""
+    Dp = kernels.pad_features(plan.n_features)
+    params = {}
+    for ci, (gi, c) in enumerate(plan.flat_configs):
+        rec = records.get(ci)
+        if rec is not None and not rec.diverged:
+            packed = snaps[plan.c_off[ci]:plan.c_off[ci] + plan.c_size[ci]]
+            views = kernels.packed_views(packed, 0, int(plan.g_hidden[gi]), Dp, plan.n_classes)
+            params[c] = kernels.from_kernel(*views, plan.n_features, c.hidden_size)
+    return params
+
+
 def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
               workers: int = 1, seed: int = 0, on_record=None, on_progress=None,
               on_phase=None, poll_seconds: float = 0.2, dtype=None,
@@ -253,71 +449,26 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     (on_record is never cut short).  Compilation runs in the calling thread
     before training, so Ctrl-C there raises KeyboardInterrupt as usual.
     """
-    if X.dtype != X_val.dtype:
-        raise ValueError(f"X_val has dtype {X_val.dtype} but X has {X.dtype}")
-    if dtype is None:
-        dtype = np.float32 if X.dtype == np.uint8 else X.dtype
-    dtype = np.dtype(dtype)
-    if X.dtype != np.uint8 and X.dtype != dtype:
-        raise ValueError(f"X has dtype {X.dtype} but the model dtype is {dtype}")
-    table = kernels.table_for(X, dtype)
-    N, D = X.shape
-    K = n_classes
-    groups = group_configs(configs)
-    G = len(groups)
-    E = max(c.epochs for c in configs)
-    orders = minibatch_orders(N, E, seed)
-
-    heads = [g[-1] for g in groups]  # each group's largest epoch count
-    g_batch = np.array([c.batch_size for c in heads], np.int64)
-    g_lr = np.array([c.learning_rate for c in heads], dtype)
-    g_alpha = np.array([c.alpha for c in heads], dtype)
-    g_epochs = np.array([c.epochs for c in heads], np.int64)
-    Dp = kernels.pad_features(D)
-    # every group of a hidden size starts from the same weights
-    inits = {h: init_params(D, h, K, seed=seed, dtype=dtype)
-             for h in {c.hidden_size for c in heads}}
-    state, g_off, g_hidden = kernels.pack([inits[c.hidden_size] for c in heads])
-    g_limit = np.array([reference.divergence_limit(inits[c.hidden_size], c.alpha, K)
-                        for c in heads])
-    sizes = np.diff(g_off, append=state.size)
-
-    flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
-    c_group = np.array([gi for gi, _ in flat_configs], np.int64)
-    c_epochs = np.array([c.epochs for _, c in flat_configs], np.int64)
-    c_sizes = [sizes[gi] for gi, _ in flat_configs]
-    c_off = kernels.offsets(c_sizes)
-    snaps = np.zeros(int(sum(c_sizes)), dtype)
-
-    train_loss = np.full((G, E), np.nan)
-    train_xent = np.full((G, E), np.nan)
-    val_loss = np.full((G, E), np.nan)
-    val_acc = np.full((G, E), np.nan)
-    epoch_end = np.zeros((G, E), np.uint64)  # cycle counter readings
-    g_start = np.zeros(G, np.uint64)
-    epochs_done = np.zeros(G, np.int64)
-    diverged = np.zeros(G, np.bool_)
-
-    g_cost = [cost(c, N) for c in heads]
-    pack_list = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size,
-                            [size * dtype.itemsize for size in sizes], PACK_BYTES)
-    packs = _rows_padded(pack_list)
-    W = max(1, min(workers, available_cpus().count, len(pack_list)))
-    plan = _rows_padded(assign_workers([sum(g_cost[g] for g in p) for p in pack_list], W))
+    plan = make_plan(configs, X, X_val, n_classes=n_classes, seed=seed, dtype=dtype,
+                     pack_size=pack_size)
+    table = kernels.table_for(X, plan.dtype)
+    orders = minibatch_orders(X.shape[0], plan.epochs, seed)
+    out = plan.outputs()
+    snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
+    W = max(1, min(workers, available_cpus().count, len(plan.packs)))
+    workers_plan = _rows_padded(assign_workers(
+        [sum(plan.g_cost[g] for g in p) for p in plan.packs], W))
     stop = np.zeros(W, np.int64)
 
-    def run(plan):
-        _sweep(X, y, X_val, y_val, table, K, orders, plan, packs, g_batch, g_lr, g_alpha,
-               g_limit, g_hidden, g_epochs, g_off, state, c_group, c_epochs, c_off, snaps,
-               train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
-               diverged, stop)
+    def run(rows):
+        run_plan(plan, X, y, X_val, y_val, table, orders, rows, out, snaps, stop)
 
     # Compile (or load from the cache) here, with no work to do: Ctrl-C
     # reaches this thread and stops a compile at once, where in the worker
     # thread it could only wait for the compile to end.
     if on_phase is not None:
         on_phase("compile", W)
-    run(plan[:0])
+    run(workers_plan[:0])
     _cycles()
     if on_phase is not None:
         on_phase("train", W)
@@ -327,48 +478,27 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     def work():
         try:
             with threadpool_limits(limits=1):  # no BLAS threads inside the parallel region
-                run(plan)
+                run(workers_plan)
         except BaseException as exc:  # re-raised in the caller's thread
             error.append(exc)
 
     previous_threads = numba.get_num_threads()
     numba.set_num_threads(W)
     records: dict[int, Record] = {}
-    total_epochs = int(g_epochs.sum())
-
-    def collect():
-        """Emit the records of configurations whose group got far enough."""
-        done = epochs_done.copy()  # read progress first: what it covers is written
-        div = diverged.copy()
-        for ci, (gi, c) in enumerate(flat_configs):
-            if ci in records:
-                continue
-            reached = done[gi] >= c.epochs
-            failed = div[gi] and done[gi] < c.epochs
-            if not (reached or failed):
-                continue
-            last = min(int(done[gi]), c.epochs)
-            hist = {"train_loss": train_xent[gi, :last].tolist(),
-                    "train_objective": train_loss[gi, :last].tolist(),
-                    "val_loss": val_loss[gi, :last].tolist(),
-                    "val_accuracy": val_acc[gi, :last].tolist()}
-            if failed:
-                rec = Record(c, np.nan, np.nan, np.nan, 0.0, True, hist)
-            else:
-                rec = Record(c, float(train_xent[gi, last - 1]), float(val_loss[gi, last - 1]),
-                             float(val_acc[gi, last - 1]),
-                             seconds(int(epoch_end[gi, last - 1]) - int(g_start[gi])), False, hist,
-                             train_objective=float(train_loss[gi, last - 1]))
-            records[ci] = rec
-            if on_record is not None:
-                on_record(rec)
+    total_epochs = int(plan.g_epochs.sum())
 
     # Cycles to seconds, calibrated over the whole run (constant-rate TSC).
     c0, t0 = _cycles(), time.perf_counter()
 
-    def seconds(cycles) -> float:
+    def seconds(gi, last) -> float:
+        cycles = int(out.epoch_end[gi, last - 1]) - int(out.g_start[gi])
         dc, dt = int(_cycles()) - int(c0), time.perf_counter() - t0
         return float(cycles) * dt / dc if dc > 0 else 0.0
+
+    def collect():
+        for rec in new_records(plan, out, records, seconds):
+            if on_record is not None:
+                on_record(rec)
 
     interrupted = False
     thread = threading.Thread(target=work, name="fastsoftmax-sweep", daemon=True)
@@ -382,7 +512,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
                     thread.join(poll_seconds)
                     collect()
                     if on_progress is not None:
-                        on_progress(int(np.minimum(epochs_done, g_epochs).sum()), total_epochs)
+                        on_progress(int(np.minimum(out.epochs_done, plan.g_epochs).sum()),
+                                    total_epochs)
                 except KeyboardInterrupt:  # where SIGINT has a handler of its own
                     interrupted = True
                 if ctrl_c.requested:
@@ -397,15 +528,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     if error:
         raise error[0]
     collect()
-    params = {}
-    for ci, (gi, c) in enumerate(flat_configs):
-        rec = records.get(ci)
-        if rec is not None and not rec.diverged:
-            packed = snaps[c_off[ci]:c_off[ci] + c_sizes[ci]]
-            views = kernels.packed_views(packed, 0, int(g_hidden[gi]), Dp, K)
-            params[c] = kernels.from_kernel(*views, D, c.hidden_size)
     ordered = [records[ci] for ci in sorted(records)]
-    return SweepOutput(ordered, params, interrupted)
+    return SweepOutput(ordered, trained_params(plan, records, snaps), interrupted)
 
 
 if __name__ == "__main__":
