@@ -26,12 +26,15 @@ def _epochs_trained():
     return sum(g[-1].epochs for g in grid.group_configs(CONFIGS))
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+# "local:2": the same sweep as tasks on a Dask LocalCluster of 2 worker processes,
+# started and stopped inside the timed run, as --scheduler local:2 does for a user.
+@pytest.mark.parametrize("workers", [1, 2, "local:2"])
 def test_sweep_fastsoftmax(benchmark, train_set, workers, capsys):
     cli.main(["--quiet", "--sample", "2", "--epochs", "1", "--limit", "2000"])  # compile
     capsys.readouterr()  # the warm-up's output is not the measured run's
     benchmark.group = "default sweep (72 configurations)"
-    code = benchmark.pedantic(cli.main, args=(["--quiet", "--json", "--workers", str(workers)],),
+    how = ["--scheduler", workers] if isinstance(workers, str) else ["--workers", str(workers)]
+    code = benchmark.pedantic(cli.main, args=(["--quiet", "--json", *how],),
                               rounds=1, iterations=1)
     assert code == 0
     summary = json.loads(capsys.readouterr().out)

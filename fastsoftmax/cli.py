@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, metavar="N",
                    help="threads training configurations at once (default: every CPU this "
                         "process may use, after CPU affinity and any cgroup CPU quota)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="train on a Dask cluster: tcp://HOST:PORT of a running scheduler, or "
+                        "local:N to start N worker processes here (needs fastsoftmax[dask])")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="the models' floating-point type (default float32, the fast one)")
     p.add_argument("--data", metavar="DIR",
@@ -107,6 +110,16 @@ def _configs(args) -> list[gridmod.Config]:
 
 
 def _check_args(args):
+    if args.scheduler is not None:
+        from .cluster import parse_scheduler
+        try:
+            parse_scheduler(args.scheduler)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if args.workers is not None:
+            raise UsageError("--workers is for a sweep on this machine; a cluster's workers "
+                             "are set where they start (dask worker --nthreads N), or by "
+                             "local:N")
     cpus = available_cpus()
     if args.workers is None:
         args.workers = cpus.count
@@ -369,14 +382,28 @@ def _main(args) -> int:
     def on_phase(name, workers):
         if name == "compile":
             _say(args, "compiling the kernels (the first run takes 20-60 s; then numba's cache)")
+        elif name == "connect":
+            _say(args, f"connecting to the Dask cluster {args.scheduler}")
         else:
             _say(args, f"training {len(todo)} configurations on {workers} worker"
                        f"{'s' if workers > 1 else ''}")
 
     try:
-        result = run_sweep(todo, X, y, Xv, yv, dtype=dtype, workers=args.workers, seed=args.seed,
-                           on_record=on_record, on_progress=progress,
-                           on_phase=on_phase) if todo else None
+        if not todo:
+            result = None
+        elif args.scheduler is not None:
+            from .cluster import ClusterError, run_sweep_on_cluster
+            try:
+                result = run_sweep_on_cluster(todo, X, y, Xv, yv, scheduler=args.scheduler,
+                                              dtype=dtype, seed=args.seed, on_record=on_record,
+                                              on_progress=progress, on_phase=on_phase)
+            except ClusterError as exc:
+                print(f"fastsoftmax.sweep: {exc}", file=sys.stderr)
+                return EXIT_DATA
+        else:
+            result = run_sweep(todo, X, y, Xv, yv, dtype=dtype, workers=args.workers,
+                               seed=args.seed, on_record=on_record, on_progress=progress,
+                               on_phase=on_phase)
     finally:
         progress.close()
         if jsonl is not None:
@@ -411,7 +438,10 @@ def _main(args) -> int:
                "n_train": int(len(y)), "n_val": int(len(yv)), "seed": args.seed,
                # this run's wall time; with resumed_configs > 0 earlier runs did those
                "wall_seconds": round(time.monotonic() - started, 2),
-               "resumed_configs": len(done), "machine": describe(args.workers)}
+               "resumed_configs": len(done),
+               "machine": describe(None if args.scheduler else args.workers)}
+    if args.scheduler is not None:
+        summary["scheduler"] = args.scheduler
     if not todo and out is not None:
         # A rerun that trained nothing keeps the run that did: its time and machine.
         summary.update(_run_facts(out))
@@ -446,7 +476,8 @@ def _run_facts(out: Path) -> dict:
     """wall_seconds, resumed_configs and machine from ``out``'s best.json, if there."""
     try:
         saved = json.loads((out / "best.json").read_text())
-        return {k: saved[k] for k in ("wall_seconds", "resumed_configs", "machine")}
+        keys = ("wall_seconds", "resumed_configs", "machine", "scheduler")
+        return {k: saved[k] for k in keys if k in saved}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
 

@@ -159,8 +159,12 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
     out = [("h1", f"Sweep report: {results.path.resolve().name}")]
     if results.finished and "machine" in summary:
         m = summary["machine"]
-        state = (f"finished in {summary['wall_seconds']:.1f} s on {m['cpu']} with "
-                 f"{m.get('workers')} worker{'s' if m.get('workers') != 1 else ''}")
+        if summary.get("scheduler"):
+            state = (f"finished in {summary['wall_seconds']:.1f} s on the Dask cluster "
+                     f"{summary['scheduler']} (driven from {m['cpu']})")
+        else:
+            state = (f"finished in {summary['wall_seconds']:.1f} s on {m['cpu']} with "
+                     f"{m.get('workers')} worker{'s' if m.get('workers') != 1 else ''}")
     else:
         state = "finished" if results.finished else "not finished (interrupted, or still running)"
     out.append(("p", f"{n_done} of {n_all} configurations recorded; {state}."))

@@ -1,0 +1,252 @@
+"""The sweep on a Dask cluster: ``python -m fastsoftmax.sweep --scheduler ADDRESS``.
+
+Each pack of the plan (groups that share a batch size and epoch count, see
+:mod:`fastsoftmax.sweep`) is one task.  A task runs the same compiled
+:func:`fastsoftmax.sweep._sweep` on :meth:`Plan.pack_plan`'s slice of the plan,
+so each configuration sees exactly the arithmetic of a local sweep and the
+results are bit-identical (on workers whose CPUs give the same machine code).
+The data (training and validation images, labels and the minibatch orders) is
+scattered to every worker once, not sent with each task.
+
+A worker runs as many packs at once as it has Dask threads, each on one of
+its cores: numba's own thread count is set to 1 inside every task, since
+Dask, not numba, decides how many run (``dask worker --nthreads N``).
+
+dask.distributed is the optional extra ``fastsoftmax[dask]``, imported only
+here, and only when a scheduler is given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from . import kernels
+from .interrupts import noted_interrupts
+from .params import minibatch_orders
+from .sweep import PACK_SIZE, Plan, SweepOutput, _cycles, make_plan, new_records, run_plan, \
+    trained_params, writable
+
+DASK_EXTRA = ("a Dask cluster needs dask.distributed: pip install 'fastsoftmax[dask]' "
+              "(or, in a clone, pip install '.[dask]')")
+CONNECT_SECONDS = 5.0  # how long an unreachable scheduler may take to be reported
+WORKERS_SECONDS = 60.0  # how long to wait for a first worker to join
+
+
+class ClusterError(RuntimeError):
+    """The cluster cannot be used: Dask missing, the scheduler unreachable, no workers."""
+
+
+def parse_scheduler(text: str) -> tuple[str, object]:
+    """("local", N) for ``local:N``, ("address", text) for a scheduler's address
+    (``tcp://HOST:PORT``, or any other protocol Dask speaks); ValueError otherwise."""
+    if text.startswith("local:"):
+        try:
+            n = int(text[len("local:"):])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"--scheduler {text!r}: local:N needs a number of worker "
+                             f"processes N >= 1")
+        return "local", n
+    if "://" in text and text.split("://", 1)[1]:
+        return "address", text
+    raise ValueError(f"--scheduler {text!r}: expected a scheduler's address such as "
+                     f"tcp://HOST:PORT, or local:N for N worker processes on this machine")
+
+
+@dataclass
+class SharedData:
+    """What every task reads, scattered to each worker once: X (N, D) and
+    X_val (uint8 pixels or the model dtype), y, y_val (int64), the pixel table
+    (or None) and the minibatch orders (E, N) int64."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    table: np.ndarray | None
+    orders: np.ndarray
+
+    def __setstate__(self, state):  # once per worker: see sweep.writable
+        self.__dict__.update(writable(state))
+
+
+_LAUNCH_LOCK = threading.Lock()
+
+
+def _launch_guard():
+    """Two threads may launch numba parallel regions at once only on a
+    thread-safe threading layer (omp, tbb); on workqueue they take turns."""
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # nothing has run in parallel in this process yet
+        return _LAUNCH_LOCK
+    return contextlib.nullcontext() if layer in ("omp", "tbb") else _LAUNCH_LOCK
+
+
+def train_pack(data: SharedData, plan: Plan) -> dict:
+    """A task: train the one pack of ``plan`` (from :meth:`Plan.pack_plan`) on a worker.
+
+    Returns its Outputs, the snapshots of its configurations' models, and the
+    seconds (P, E) from the pack's start to the end of each epoch.
+    """
+    numba.set_num_threads(1)  # this thread's parallel launches: one pack is one thread's work
+    out = plan.outputs()
+    snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
+    stop = np.zeros(1, np.int64)
+    c0, t0 = _cycles(), time.perf_counter()
+    with _launch_guard(), threadpool_limits(limits=1):
+        run_plan(plan, data.X, data.y, data.X_val, data.y_val, data.table, data.orders,
+                 np.zeros((1, 1), np.int64), out, snaps, stop)
+    dc, dt = int(_cycles()) - int(c0), time.perf_counter() - t0
+    scale = dt / dc if dc > 0 else 0.0
+    seconds = (out.epoch_end.astype(np.float64) - out.g_start[:, None].astype(np.float64)) * scale
+    return {"out": out, "snaps": snaps, "seconds": seconds}
+
+
+def _client(scheduler: str):
+    """A connected Client (and the LocalCluster it owns, or None)."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise ClusterError(DASK_EXTRA) from None
+    kind, value = parse_scheduler(scheduler)
+    if kind == "local":
+        # Worker processes, one thread each (numba's kernels hold the GIL
+        # between launches), on loopback only, without the dashboard.
+        cluster = LocalCluster(n_workers=value, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None,
+                               silence_logs=logging.ERROR)
+        return Client(cluster), cluster
+    try:
+        return Client(value, timeout=CONNECT_SECONDS), None
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"--scheduler {scheduler}: cannot reach the scheduler within "
+                           f"{CONNECT_SECONDS:g} s ({type(exc).__name__}: {exc})") from None
+
+
+def run_sweep_on_cluster(configs, X, y, X_val, y_val, *, scheduler: str, n_classes: int = 10,
+                         seed: int = 0, on_record=None, on_progress=None, on_phase=None,
+                         poll_seconds: float = 0.2, dtype=None,
+                         pack_size: int = PACK_SIZE) -> SweepOutput:
+    """:func:`fastsoftmax.sweep.run_sweep`, with the packs run as tasks on a Dask cluster.
+
+    scheduler : ``tcp://HOST:PORT`` of a running scheduler, or ``local:N`` to
+        start N worker processes on this machine (closed again at the end)
+    on_phase(name, workers) : "connect" before reaching the cluster, then
+        "train" with the number of worker threads the cluster has
+
+    Records reach on_record as their packs finish.  A worker that dies has
+    its packs run again elsewhere (Dask reschedules them; a pack's result is
+    taken once).  Ctrl-C cancels the cluster's tasks and returns the
+    finished configurations with ``interrupted``.  ClusterError when Dask is
+    missing, the scheduler cannot be reached, or no worker joins.
+    """
+    plan = make_plan(configs, X, X_val, n_classes=n_classes, seed=seed, dtype=dtype,
+                     pack_size=pack_size)
+    if on_phase is not None:
+        on_phase("connect", 0)
+    client, cluster = _client(scheduler)
+    try:
+        return _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phase,
+                    poll_seconds)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phase,
+         poll_seconds) -> SweepOutput:
+    from dask.distributed import CancelledError, wait
+
+    try:
+        client.wait_for_workers(1, timeout=WORKERS_SECONDS)
+    except TimeoutError:
+        raise ClusterError(f"no worker joined the scheduler at {client.scheduler.address} "
+                           f"within {WORKERS_SECONDS:g} s") from None
+    threads = sum(client.nthreads().values())
+    data = SharedData(X, y, X_val, y_val, kernels.table_for(X, plan.dtype),
+                      minibatch_orders(X.shape[0], plan.epochs, seed))
+    [shared] = client.scatter([data], broadcast=True)  # to every worker, once
+    if on_phase is not None:
+        on_phase("train", threads)
+
+    out = plan.outputs()
+    snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
+    secs = np.zeros(out.epoch_end.shape)
+    records: dict = {}
+    # Costliest packs first, so the last to finish are short ones.
+    order = sorted(range(len(plan.packs)), key=lambda p: -sum(plan.g_cost[g]
+                                                               for g in plan.packs[p]))
+    pending = {}
+    for rank, p in enumerate(order):
+        future = client.submit(train_pack, shared, plan.pack_plan(p), pure=False,
+                               priority=len(order) - rank, retries=2,
+                               key=f"fastsoftmax-pack-{p}-{id(plan):x}-{time.time_ns()}")
+        pending[future] = p
+    total_epochs = int(plan.g_epochs.sum())
+    epochs_done = 0
+    interrupted = False
+
+    def take(future):
+        nonlocal epochs_done
+        p = pending.pop(future)
+        try:
+            result = future.result()
+        except Exception as exc:  # KilledWorker after Dask's retries, a worker without fastsoftmax
+            raise ClusterError(f"a pack failed on the cluster: {type(exc).__name__}: {exc}") \
+                from exc
+        members = plan.packs[p]
+        part, E = result["out"], result["out"].train_loss.shape[1]
+        for name in ("train_loss", "train_xent", "val_loss", "val_acc", "epoch_end"):
+            getattr(out, name)[members, :E] = getattr(part, name)
+        secs[members, :E] = result["seconds"]
+        cis = [ci for ci, (gi, _) in enumerate(plan.flat_configs) if gi in members]
+        sub = plan.pack_plan(p)
+        for j, ci in enumerate(cis):
+            snaps[plan.c_off[ci]:plan.c_off[ci] + plan.c_size[ci]] = \
+                result["snaps"][sub.c_off[j]:sub.c_off[j] + sub.c_size[j]]
+        # progress last: new_records reads it as the sign that the rest is there
+        out.diverged[members] = part.diverged
+        out.epochs_done[members] = part.epochs_done
+        epochs_done += int(plan.g_epochs[members].sum())
+        for rec in new_records(plan, out, records, lambda gi, last: float(secs[gi, last - 1])):
+            if on_record is not None:
+                on_record(rec)
+
+    with noted_interrupts() as ctrl_c:
+        try:
+            while pending and not interrupted:
+                try:
+                    finished, _ = wait(list(pending), timeout=poll_seconds,
+                                       return_when="FIRST_COMPLETED")
+                except TimeoutError:
+                    finished = set()
+                except KeyboardInterrupt:  # where SIGINT has a handler of its own
+                    interrupted = True
+                    finished = set()
+                for future in finished:
+                    if future.status == "cancelled":
+                        raise ClusterError("the cluster cancelled a task (was the scheduler "
+                                           "restarted?)")
+                    take(future)
+                if on_progress is not None:
+                    on_progress(epochs_done, total_epochs)
+                interrupted = interrupted or ctrl_c.requested
+        except CancelledError:
+            raise ClusterError("the cluster cancelled a task (was the scheduler restarted?)") \
+                from None
+        finally:
+            if pending:
+                client.cancel(list(pending))
+    ordered = [records[ci] for ci in sorted(records)]
+    return SweepOutput(ordered, trained_params(plan, records, snaps), interrupted)
