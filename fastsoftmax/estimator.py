@@ -402,18 +402,23 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
     def load(cls, path) -> "SoftmaxMLPClassifier":
         """Read a model written by :meth:`save`; it predicts exactly as the saved one."""
         from .checks import check_params
+        from .params import read_npz
 
-        with np.load(path, allow_pickle=False) as f:
-            try:
-                meta = json.loads(str(f["meta"]))
-                if meta.get("format") != _FORMAT:
-                    raise KeyError("format")
-                params = check_params(Params(*(f[k] for k in Params._fields)), name=str(path))
-                classes = f["classes"]
-                names = f["feature_names_in"] if "feature_names_in" in f.files else None
-            except KeyError as exc:
-                raise ValueError(f"{path}: not a SoftmaxMLPClassifier file "
-                                 f"(missing {exc})") from None
+        what = "a SoftmaxMLPClassifier file"
+        f = read_npz(path, what, ("meta", "classes", *Params._fields), ("feature_names_in",))
+        try:
+            meta = json.loads(str(f["meta"]))
+            if meta.get("format") != _FORMAT:
+                raise KeyError("format")
+            for key in ("hyperparameters", "diverged_", "best_loss_", "validation_scores_",
+                        "best_validation_score_", "loss_curve_", "n_iter_", "t_", "order_rng"):
+                meta[key]
+        except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            raise ValueError(f"{path}: not {what} (its meta is not this version's: "
+                             f"{type(exc).__name__} {exc})") from None
+        params = check_params(Params(*(f[k] for k in Params._fields)), name=str(path))
+        classes = f["classes"]
+        names = f.get("feature_names_in")
         if classes.shape != (params.shape[2],):
             raise ValueError(f"{path}: {classes.shape[0]} classes but the weights have "
                              f"{params.shape[2]} outputs")

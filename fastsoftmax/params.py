@@ -114,12 +114,51 @@ def save_params(path, params: Params) -> None:
         np.savez(f, **{name: np.ascontiguousarray(a) for name, a in params._asdict().items()})
 
 
+def read_npz(path, what: str, required, optional=()) -> dict:
+    """The arrays ``required`` (and those of ``optional`` present) of an ``.npz``, in memory.
+
+    No pickle is ever loaded.  Anything that is not such an archive (another
+    format, a pickle, a truncated or corrupt archive, object arrays, a member
+    missing) is a ValueError that names the file, says it is not ``what``,
+    and why; a missing file stays FileNotFoundError.
+    """
+    import zipfile
+    import zlib
+
+    def refuse(why):
+        return ValueError(f"{path}: not {what} ({why})")
+
+    try:
+        f = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except ValueError:  # np.load's guess for what is neither .npy nor .npz: a pickle
+        raise refuse("neither an .npz archive nor a .npy file; pickles are never loaded") \
+            from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise refuse(f"unreadable: {exc}") from None
+    if not isinstance(f, np.lib.npyio.NpzFile):
+        raise refuse("a single .npy array, not an .npz archive")
+    with f:
+        missing = [k for k in required if k not in f.files]
+        if missing:
+            raise refuse(f"missing {', '.join(missing)}")
+        try:
+            return {k: f[k] for k in (*required, *(k for k in optional if k in f.files))}
+        except ValueError:  # numpy's own words would invite allow_pickle=True
+            raise refuse("holds object arrays, which only pickle reads; pickles are never "
+                         "loaded") from None
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            raise refuse(f"corrupt: {exc}") from None
+
+
 def load_params(path) -> Params:
-    """Read params written by :func:`save_params` (no pickle is ever loaded)."""
+    """Read params written by :func:`save_params` (no pickle is ever loaded).
+
+    ValueError naming the file when it is not such a file (see :func:`read_npz`)
+    or its arrays do not form a model.
+    """
     from .checks import check_params
 
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in Params._fields if k not in f.files]
-        if missing:
-            raise ValueError(f"{path}: not a fastsoftmax params file (missing {missing})")
-        return check_params(Params(*(f[k] for k in Params._fields)), name=str(path))
+    arrays = read_npz(path, "a fastsoftmax params file", Params._fields)
+    return check_params(Params(*(arrays[k] for k in Params._fields)), name=str(path))

@@ -80,7 +80,10 @@ class SweepResults:
         """The chosen model (best_params.npz), or None before the sweep has finished."""
         if self.summary is None or not (self.path / "best_params.npz").exists():
             return None
-        return load_params(self.path / "best_params.npz")
+        try:
+            return load_params(self.path / "best_params.npz")
+        except ValueError as exc:
+            raise NotASweep(str(exc)) from None
 
 
 def read_results(path) -> SweepResults:

@@ -1,6 +1,7 @@
 """SoftmaxMLPClassifier: scikit-learn's own estimator checks, the workflows it
 must fit into, and agreement with fs.train."""
 
+import json
 import pickle
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import fastsoftmax as fs  # noqa: E402
 from fastsoftmax import SoftmaxMLPClassifier  # noqa: E402
 
 from conftest import make_data  # noqa: E402
+from test_train import NOT_A_MODEL, _not_a_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -156,6 +158,26 @@ def test_load_rejects_other_files(tmp_path):
     fs.save_params(tmp_path / "params.npz", fs.init_params(20, 4, 4))
     with pytest.raises(ValueError, match="not a SoftmaxMLPClassifier file"):
         SoftmaxMLPClassifier.load(tmp_path / "params.npz")
+
+
+@pytest.mark.parametrize("kind", NOT_A_MODEL + ["bad meta", "old meta"])
+def test_load_refuses_a_file_that_is_not_a_model(tmp_path, kind):
+    if kind in ("bad meta", "old meta"):
+        clf = SoftmaxMLPClassifier(hidden_size=3, epochs=1, random_state=0).fit(*small())
+        clf.save(tmp_path / "model.npz")
+        with np.load(tmp_path / "model.npz") as f:
+            arrays = dict(f)
+        meta = json.loads(str(arrays["meta"]))
+        del meta["n_iter_"]
+        arrays["meta"] = np.array("{oops" if kind == "bad meta" else json.dumps(meta))
+        path = tmp_path / "edited.npz"
+        np.savez(path, **arrays)
+    else:
+        path = _not_a_model(tmp_path, kind)
+    with pytest.raises(ValueError) as info:
+        SoftmaxMLPClassifier.load(path)
+    assert str(info.value).startswith(f"{path}: not a SoftmaxMLPClassifier file (")
+    assert "allow_pickle" not in str(info.value)
 
 
 def test_sklearn_workflows():

@@ -257,3 +257,12 @@ def test_matplotlib_is_imported_only_for_pictures():
             "assert 'matplotlib' not in sys.modules, 'imported'")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_a_corrupt_model_file_is_refused_and_nothing_written(tmp_path, data_dir, capsys):
+    out = sweep(tmp_path, data_dir, *SMALL_ARGS)
+    (out / "best_params.npz").write_bytes(b"not an archive")
+    before = files(out)
+    assert report.main([str(out), "--data", str(data_dir)]) == 2
+    assert "best_params.npz: not a fastsoftmax params file" in capsys.readouterr().err
+    assert files(out) == before

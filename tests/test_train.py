@@ -165,6 +165,47 @@ def test_save_and_load_params(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["p.npz"]
 
 
+def _not_a_model(tmp_path, kind):
+    """A file that load_params must refuse, of the given kind."""
+    import pickle
+    path = tmp_path / f"{kind.replace(' ', '_')}.npz"
+    good = tmp_path / "good.npz"
+    fs.save_params(good, fs.init_params(20, 4, 3, seed=0))
+    if kind == "garbage":
+        path.write_bytes(b"\x00\x13garbage" * 40)
+    elif kind == "a pickle":
+        path.write_bytes(pickle.dumps({"W1": np.ones(3)}))
+    elif kind == "a npy array":
+        with open(path, "wb") as f:
+            np.save(f, np.ones((3, 3)))
+    elif kind == "truncated":
+        path.write_bytes(good.read_bytes()[:300])
+    elif kind == "other arrays":
+        np.savez(path, weights=np.ones(3))
+    elif kind == "object arrays":
+        np.savez(path, W1=np.array([{"a": 1}], dtype=object), b1=np.ones(4), W2=np.ones((4, 3)),
+                 b2=np.ones(3))
+    elif kind == "empty":
+        path.write_bytes(b"")
+    return path
+
+
+NOT_A_MODEL = ["garbage", "a pickle", "a npy array", "truncated", "other arrays",
+               "object arrays", "empty"]
+
+
+@pytest.mark.parametrize("kind", NOT_A_MODEL)
+def test_load_params_refuses_a_file_that_is_not_one(tmp_path, kind):
+    path = _not_a_model(tmp_path, kind)
+    with pytest.raises(ValueError) as info:
+        fs.load_params(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a fastsoftmax params file (")
+    assert "allow_pickle" not in message
+    with pytest.raises(FileNotFoundError):
+        fs.load_params(tmp_path / "absent.npz")
+
+
 GOOD = dict(hidden_size=4, batch_size=8, learning_rate=0.1, epochs=1, alpha=0.0)
 
 
