@@ -3,7 +3,10 @@
 Every implementation trains the network of fastsoftmax.reference (784 -> H ReLU
 -> 10 softmax, mean cross-entropy + (alpha/2)(||W1||^2 + ||W2||^2), plain SGD)
 from the same initial weights, one epoch per ``epoch()`` call, the last
-smaller minibatch included.  ``make(name, X, y, H, B)`` builds one; a peer that
+smaller minibatch included.  Each pays what its users pay: every epoch takes
+a fresh minibatch order (the next of ORDERS seeded permutations, the first
+being fastsoftmax's order for the seed, so one epoch of each peer trains the
+same model) and gathers its minibatches inside the timed epoch.  ``make(name, X, y, H, B)`` builds one; a peer that
 is not installed raises ``Missing`` with the reason, which the benchmarks
 report as a skip.
 """
@@ -18,6 +21,20 @@ from fastsoftmax import kernels
 LEARNING_RATE = 0.05
 ALPHA = 1e-4
 SEED = 0
+ORDERS = 8  # distinct epoch orders, used in turn
+
+
+class _Shuffled:
+    """A fresh minibatch order per epoch, as each peer's users would draw one."""
+
+    def _orders(self, n):
+        self.orders = fs.minibatch_orders(n, ORDERS, SEED)
+        self.epochs_run = 0
+
+    def next_order(self):
+        order = self.orders[self.epochs_run % ORDERS]
+        self.epochs_run += 1
+        return order
 
 
 class Missing(Exception):
@@ -38,20 +55,20 @@ def model_flops_per_sample(H: int) -> int:
     return 4 * 784 * H + 6 * 10 * H
 
 
-class Fastsoftmax:
+class Fastsoftmax(_Shuffled):
     """fastsoftmax's compiled epoch (numba), the kernel-form weights kept between epochs."""
 
     def __init__(self, X, y, H, B):
         self.X, self.y, self.B, self.H = X, y, B, H
         self.state = kernels.to_kernel(fs.init_params(X.shape[1], H, 10, seed=SEED,
                                                       dtype=X.dtype))
-        self.orders = fs.minibatch_orders(len(X), 1, SEED)
+        self._orders(len(X))
         dt = X.dtype.type
         self.lr, self.alpha = dt(LEARNING_RATE), dt(ALPHA)
         self.limit = np.inf  # the benchmark's settings never diverge
 
     def epoch(self):
-        return kernels._train_epoch(self.X, None, self.y, self.orders[0], self.B, self.lr,
+        return kernels._train_epoch(self.X, None, self.y, self.next_order(), self.B, self.lr,
                                     self.alpha, self.limit, *self.state)
 
 
@@ -66,11 +83,11 @@ class FastsoftmaxPixels(Fastsoftmax):
         self.table = kernels.pixel_table(X.dtype)
 
     def epoch(self):
-        return kernels._train_epoch(self.X, self.table, self.y, self.orders[0], self.B,
+        return kernels._train_epoch(self.X, self.table, self.y, self.next_order(), self.B,
                                     self.lr, self.alpha, self.limit, *self.state)
 
 
-class FastsoftmaxPack:
+class FastsoftmaxPack(_Shuffled):
     """fastsoftmax's answer to vmap: C configurations (here learning rates, as
     JaxVmap's) trained together, each minibatch gathered once for all of them."""
 
@@ -84,10 +101,10 @@ class FastsoftmaxPack:
         self.alive = np.ones(n_configs, np.bool_)
         self.losses = np.empty(n_configs)
         self.xents = np.empty(n_configs)
-        self.order = fs.minibatch_orders(len(X), 1, SEED)[0]
+        self._orders(len(X))
 
     def epoch(self):
-        kernels._train_epoch_many(self.X, None, self.y, self.order, self.B, self.lrs,
+        kernels._train_epoch_many(self.X, None, self.y, self.next_order(), self.B, self.lrs,
                                   self.alphas, self.limits, self.state, self.offs, self.hidden, 10,
                                   self.alive, self.losses, self.xents)
         return float(self.losses[0])
@@ -99,22 +116,22 @@ class FastsoftmaxPack:
         return kernels.from_kernel(*views, self.X.shape[1], self.H)
 
 
-class NumpyReference:
+class NumpyReference(_Shuffled):
     """fastsoftmax.reference: the plain NumPy loop a user would write by hand."""
 
     def __init__(self, X, y, H, B):
         self.X, self.y, self.B = X, y, B
         self.params = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
-        self.order = fs.minibatch_orders(len(X), 1, SEED)[0]
+        self._orders(len(X))
 
     def epoch(self):
         self.params, loss, _ = fs.reference.train_epoch(self.params, self.X, self.y,
-                                                        self.order, self.B,
+                                                        self.next_order(), self.B,
                                                         LEARNING_RATE, ALPHA)
         return loss
 
 
-class TorchIdiomatic:
+class TorchIdiomatic(_Shuffled):
     """nn.Sequential + CrossEntropyLoss + optim.SGD, L2 on the weights via weight_decay."""
 
     def __init__(self, X, y, H, B):
@@ -136,11 +153,12 @@ class TorchIdiomatic:
         self.loss_fn = nn.CrossEntropyLoss()
         self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
         self.B = B
-        self.order = torch.from_numpy(fs.minibatch_orders(len(X), 1, SEED)[0])
+        self._orders(len(X))
 
     def epoch(self):
-        for start in range(0, len(self.order), self.B):
-            idx = self.order[start:start + self.B]
+        order = self.torch.from_numpy(self.next_order())
+        for start in range(0, len(order), self.B):
+            idx = order[start:start + self.B]
             self.opt.zero_grad()
             loss = self.loss_fn(self.model(self.X[idx]), self.y[idx])
             loss.backward()
@@ -148,7 +166,7 @@ class TorchIdiomatic:
         return float(loss.detach())
 
 
-class TorchManual:
+class TorchManual(_Shuffled):
     """A hand-written tensor loop: explicit forward and backward, no autograd."""
 
     def __init__(self, X, y, H, B):
@@ -156,14 +174,15 @@ class TorchManual:
         p = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=np.float32)
         self.W1, self.b1, self.W2, self.b2 = (torch.from_numpy(a.copy()) for a in p)
         self.X, self.y, self.B = torch.from_numpy(X), torch.from_numpy(y), B
-        self.order = torch.from_numpy(fs.minibatch_orders(len(X), 1, SEED)[0])
+        self._orders(len(X))
 
     def epoch(self):
         torch = self.torch
         W1, b1, W2, b2 = self.W1, self.b1, self.W2, self.b2
+        order = torch.from_numpy(self.next_order())
         with torch.no_grad():
-            for start in range(0, len(self.order), self.B):
-                idx = self.order[start:start + self.B]
+            for start in range(0, len(order), self.B):
+                idx = order[start:start + self.B]
                 x, t = self.X[idx], self.y[idx]
                 n = x.shape[0]
                 a = torch.relu(torch.addmm(b1, x, W1))          # (n, H)
@@ -200,39 +219,41 @@ def _jax_step():
     return jax, jnp, step
 
 
-def _jax_batches(jnp, X, y, B):
-    """The epoch's minibatches in our order: (n_full, B, D) and (n_full, B) stacks for
-    lax.scan, and the last, smaller minibatch (or None)."""
-    n_full = len(X) // B
-    order = fs.minibatch_orders(len(X), 1, SEED)[0]
-    full, rest = order[:n_full * B], order[n_full * B:]
-    xs = jnp.asarray(X[full].reshape(n_full, B, -1))
-    ts = jnp.asarray(y[full].reshape(n_full, B))
-    return xs, ts, ((jnp.asarray(X[rest]), jnp.asarray(y[rest])) if len(rest) else None)
+def _jax_epoch(jax, step, N, B):
+    """One epoch as a JAX user jits it: the data on the device, the epoch's order
+    passed in, each minibatch gathered inside lax.scan, the last smaller one after."""
+    n_full = N // B
+
+    def epoch(params, lr, X, y, order):
+        def body(p, idx):
+            return step(p, (X[idx], y[idx]), lr), None
+
+        params, _ = jax.lax.scan(body, params, order[:n_full * B].reshape(n_full, B))
+        if N % B:
+            rest = order[n_full * B:]
+            params = step(params, (X[rest], y[rest]), lr)
+        return params
+
+    return epoch
 
 
-class JaxScan:
-    """A jitted epoch: lax.scan over the full minibatches, one more step for the rest."""
+class JaxScan(_Shuffled):
+    """A jitted epoch: lax.scan over the minibatches, gathered from the device-resident data."""
 
     def __init__(self, X, y, H, B):
         jax, jnp, step = _jax_step()
-        self.jax = jax
-        self.xs, self.ts, self.rest = _jax_batches(jnp, X, y, B)
+        self.jax, self.jnp = jax, jnp
+        self.X, self.y = jnp.asarray(X), jnp.asarray(y)  # once, as a user loads the data
         self.params = tuple(jnp.asarray(a) for a in fs.init_params(X.shape[1], H, 10,
                                                                    seed=SEED, dtype=X.dtype))
-
-        def scan_epoch(params, xs, ts):
-            return jax.lax.scan(lambda p, b: (step(p, b, LEARNING_RATE), None),
-                                params, (xs, ts))[0]
-
-        self.scan_epoch = jax.jit(scan_epoch)
-        self.last = jax.jit(lambda p, x, t: step(p, (x, t), LEARNING_RATE))
+        self.lr = jnp.asarray(LEARNING_RATE, X.dtype)
+        self.run = jax.jit(_jax_epoch(jax, step, len(X), B))
+        self._orders(len(X))
 
     def epoch(self):
-        params = self.scan_epoch(self.params, self.xs, self.ts)
-        if self.rest is not None:
-            params = self.last(params, *self.rest)
-        self.params = self.jax.block_until_ready(params)
+        order = self.jnp.asarray(self.next_order())
+        self.params = self.jax.block_until_ready(
+            self.run(self.params, self.lr, self.X, self.y, order))
         return 0.0
 
 
@@ -242,27 +263,16 @@ class JaxVmap(JaxScan):
 
     def __init__(self, X, y, H, B, n_configs=4):
         jax, jnp, step = _jax_step()
-        self.jax = jax
-        self.xs, self.ts, self.rest = _jax_batches(jnp, X, y, B)
+        self.jax, self.jnp = jax, jnp
+        self.X, self.y = jnp.asarray(X), jnp.asarray(y)
         one = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
         self.params = tuple(jnp.asarray(np.stack([a] * n_configs)) for a in one)
         self.lrs = jnp.asarray(LEARNING_RATE * 2.0 ** -np.arange(n_configs), X.dtype)
-
-        def scan_epoch(params, lr, xs, ts):
-            return jax.lax.scan(lambda p, b: (step(p, b, lr), None), params, (xs, ts))[0]
-
-        over_configs = jax.vmap(scan_epoch, in_axes=(0, 0, None, None))
-        self.epoch_all = jax.jit(over_configs)
-        self.last = jax.jit(jax.vmap(lambda p, lr, x, t: step(p, (x, t), lr),
-                                     in_axes=(0, 0, None, None)))
+        self.lr = self.lrs
+        self.run = jax.jit(jax.vmap(_jax_epoch(jax, step, len(X), B),
+                                    in_axes=(0, 0, None, None, None)))
         self.n_configs = n_configs
-
-    def epoch(self):
-        params = self.epoch_all(self.params, self.lrs, self.xs, self.ts)
-        if self.rest is not None:
-            params = self.last(params, self.lrs, *self.rest)
-        self.params = self.jax.block_until_ready(params)
-        return 0.0
+        self._orders(len(X))
 
 
 class SklearnMLP:
