@@ -51,10 +51,32 @@ def gemm(benches) -> dict:
             for b in benches if b["name"].startswith("test_gemm")}
 
 
+def tile_peak(benches):
+    """fastsoftmax's register tile on operands in L1 (GFLOP/s) and its extra_info, or None."""
+    return next((b["extra_info"] for b in benches if b["name"].startswith("test_core_peak")),
+                None)
+
+
 def core_peak(benches):
-    """One core's float32 multiply-add peak (GFLOP/s), or None."""
-    return next((b["extra_info"]["gflops"] for b in benches
-                 if b["name"].startswith("test_core_peak")), None)
+    """(GFLOP/s, source): one core's float32 peak, the better of NumPy's 1-thread SGEMM
+    and fastsoftmax's tile in L1, measured in the same run; (None, None) if neither ran."""
+    candidates = []
+    g = gemm(benches)
+    if g.get(1):
+        candidates.append((g[1], "NumPy's 1-thread SGEMM 4096"))
+    tile = tile_peak(benches)
+    if tile:
+        candidates.append((tile["gflops"], f"fastsoftmax's {tile.get('vector_bytes', 32)}-byte "
+                                           f"register tile in L1"))
+    return max(candidates) if candidates else (None, None)
+
+
+def blas_kernel(benches) -> str:
+    for b in benches:
+        if b["name"].startswith("test_gemm") and b["extra_info"].get("blas"):
+            lib = b["extra_info"]["blas"][0]
+            return f"{lib.get('internal_api')} {lib.get('version')}, kernel {lib.get('architecture')}"
+    return "unknown"
 
 
 def sweeps(benches) -> dict:
@@ -70,6 +92,18 @@ def sweeps(benches) -> dict:
     return out
 
 
+def grids(benches) -> dict:
+    """Whole-process wall times of the default grid: fastsoftmax warm / first run, JAX."""
+    out = {}
+    for b in benches:
+        info = b["extra_info"]
+        if b["name"].startswith("test_grid_fastsoftmax"):
+            out[f"fastsoftmax sweep, {info['start']}"] = info["wall_seconds"]
+        elif b["name"].startswith("test_grid_jax"):
+            out[f"JAX grid, {info['layout']}"] = info["wall_seconds"]
+    return out
+
+
 def estimator_fits(benches) -> dict:
     names = {"test_fit_fastsoftmax": "SoftmaxMLPClassifier", "test_fit_mlpclassifier": "MLPClassifier"}
     return {names[b["name"]]: b["stats"]["min"] for b in benches if b["name"] in names}
@@ -82,11 +116,14 @@ def markdown(data, benches) -> str:
         if b["name"].startswith("test_epoch") and b["params"].get("peer", "") == "fastsoftmax":
             flops[(b["params"]["H"], b["params"]["B"])] = b["extra_info"]["model_gflops"]
     g = gemm(benches)
-    peak = core_peak(benches)
+    peak, peak_source = core_peak(benches)
     machine = data.get("machine_info", {})
+    tile = tile_peak(benches) or {}
+    simd = ", ".join(tile.get("simd", [])) or "not recorded"
     lines = [f"Run {data.get('datetime', '?')[:19]}, {machine.get('cpu', {}).get('brand_raw', '?')}, "
-             f"{machine.get('cpu', {}).get('count', '?')} cores; one thread per implementation "
-             "for the epoch table.", ""]
+             f"{machine.get('cpu', {}).get('count', '?')} cores (SIMD: {simd}); one thread per "
+             f"implementation for the epoch table; fastsoftmax's kernels built with "
+             f"{tile.get('vector_bytes', 32)}-byte vectors.", ""]
     if cells:
         lines += ["One epoch on the 60,000 training images, float32: fastsoftmax's samples/s, "
                   "and how many times faster it is than each peer; then the grid-search idiom, "
@@ -115,11 +152,14 @@ def markdown(data, benches) -> str:
             lines.append("| " + " | ".join(cols) + " |")
         lines.append("")
     if g:
-        lines += ["float32 GEMM 4096 x 4096 (NumPy's BLAS): " +
+        lines += ["float32 GEMM 4096 x 4096 (NumPy's BLAS, " + blas_kernel(benches) +
+                  ", OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset): " +
                   ", ".join(f"{t} thread(s) {v:.0f} GFLOP/s" for t, v in sorted(g.items())), ""]
+    if tile:
+        lines += [f"fastsoftmax's 6 x 16 register tile on operands in L1: "
+                  f"{tile['gflops']:.0f} GFLOP/s", ""]
     if peak:
-        lines += [f"One core's float32 multiply-add peak (a 6 x 16 register tile on operands in "
-                  f"L1): {peak:.0f} GFLOP/s", ""]
+        lines += [f"Core peak used for '% of core peak': {peak:.0f} GFLOP/s ({peak_source}).", ""]
     s = sweeps(benches)
     if s:
         lines += ["Default sweep, 72 configurations, 48,000 / 12,000 images, wall time:", ""]
@@ -127,6 +167,16 @@ def markdown(data, benches) -> str:
         for name, t in s.items():
             ratio = f" ({t / base:.1f}x fastsoftmax on 2 threads)" if base and t != base else ""
             lines.append(f"- {name}: {t:.1f} s{ratio}")
+        lines.append("")
+    grid = grids(benches)
+    if grid:
+        lines += ["The default grid (72 configurations) as whole processes on 2 cores, start-up, "
+                  "data and compilation included (JAX compiles on every run):", "",
+                  "| run | wall | x fastsoftmax warm | x fastsoftmax first run |", "|---|---|---|---|"]
+        warm, cold = grid.get("fastsoftmax sweep, warm"), grid.get("fastsoftmax sweep, first-run")
+        for name, t in grid.items():
+            lines.append(f"| {name} | {t:.1f} s | {t / warm:.2f} |" if warm else f"| {name} | {t:.1f} s | - |")
+            lines[-1] += f" {t / cold:.2f} |" if cold else " - |"
         lines.append("")
     fits = estimator_fits(benches)
     if fits:
