@@ -1,0 +1,96 @@
+"""The whole default grid as whole processes: fastsoftmax's sweep against the same grid in JAX.
+
+Wall time from process start to exit, everything included (imports, loading and
+checking the data, compiling, training, validating; the sweep also tests its best
+model).  fastsoftmax runs warm (numba's cache filled) and first-run (an empty
+NUMBA_CACHE_DIR); JAX keeps no compilation cache between runs by default, so its
+every run compiles.  JAX runs as one process on both cores (XLA's own threads) and
+as two processes pinned one per core, each with 3 of the 6 groups
+(``bench/jax_grid.py``).  The JAX grid trains the same models from the same split,
+weights and orders; the test checks it finds the same best validation accuracy.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SINGLE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+RESULTS = {}
+
+
+def _cpus():
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        pytest.skip(f"the grid comparison needs 2 CPUs to pin to; this process may use {cpus}")
+    return cpus[:2]
+
+
+def _run(commands, env=None):
+    """Start every (argv, cpu or None) at once; return (wall seconds, JSON of each stdout)."""
+    env = dict(os.environ if env is None else env)
+    t0 = time.perf_counter()
+    procs = []
+    for argv, cpu in commands:
+        pin = (lambda c=cpu: os.sched_setaffinity(0, {c})) if cpu is not None else None
+        procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True, env=env, preexec_fn=pin))
+    outs = []
+    for p in procs:
+        out, err = p.communicate(timeout=1800)
+        assert p.returncode == 0, err[-2000:]
+        outs.append(json.loads(out.strip().splitlines()[-1]))
+    return time.perf_counter() - t0, outs
+
+
+def _sweep_command():
+    return [sys.executable, "-m", "fastsoftmax.sweep", "--quiet", "--json"]
+
+
+@pytest.mark.parametrize("start", ["warm", "first-run"])
+def test_grid_fastsoftmax(benchmark, real_data, tmp_path, start):
+    env = dict(os.environ)
+    if start == "first-run":
+        env["NUMBA_CACHE_DIR"] = str(tmp_path / "numba-cache")  # empty: every kernel compiles
+    else:
+        _run([(_sweep_command() + ["--sample", "2", "--epochs", "1", "--limit", "2000"], None)])
+    found = {}
+    benchmark.group = "default grid, whole process, 2 cores"
+    benchmark.pedantic(lambda: found.update(zip(("wall", "outs"), _run([(_sweep_command(), None)],
+                                                                           env))),
+                       rounds=1, iterations=1)
+    summary = found["outs"][0]
+    RESULTS["fastsoftmax"] = summary["best"]["val_accuracy"]
+    benchmark.extra_info.update(start=start, wall_seconds=found["wall"],
+                                best_val_accuracy=summary["best"]["val_accuracy"],
+                                test_accuracy=summary["test_accuracy"])
+
+
+@pytest.mark.parametrize("layout", ["one process, 2 cores", "two pinned processes"])
+def test_grid_jax(benchmark, real_data, layout):
+    pytest.importorskip("jax", reason="the JAX grid needs jax (the bench extra)")
+    cpus = _cpus()
+    script = [sys.executable, str(HERE / "jax_grid.py")]
+    env = dict(os.environ)
+    if layout == "one process, 2 cores":
+        env.pop("XLA_FLAGS", None)  # XLA's own threads over both cores
+        commands = [(script + ["--part", "0/1"], None)]
+    else:
+        env["XLA_FLAGS"] = SINGLE_THREAD_XLA
+        commands = [(script + ["--part", f"{k}/2"], cpus[k]) for k in range(2)]
+    found = {}
+    benchmark.group = "default grid, whole process, 2 cores"
+    benchmark.pedantic(lambda: found.update(zip(("wall", "outs"), _run(commands, env))),
+                       rounds=1, iterations=1)
+    outs = found["outs"]
+    assert sum(o["configs"] for o in outs) == 72
+    best = max(o["best_val_accuracy"] for o in outs)
+    if "fastsoftmax" in RESULTS:  # the same models: the same best, up to float32 rounding
+        assert abs(best - RESULTS["fastsoftmax"]) <= 0.002, (best, RESULTS["fastsoftmax"])
+    benchmark.extra_info.update(layout=layout, wall_seconds=found["wall"],
+                                best_val_accuracy=best)
