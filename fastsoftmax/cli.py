@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -19,7 +20,7 @@ from .atomic import atomic_open
 from .checks import check_X
 from .cpus import available_cpus
 from .data import CLASS_NAMES, DataError, fingerprint, load_fashion_mnist, train_val_split
-from .interrupts import finish_then_interrupt
+from .interrupts import finish_then_interrupt, last_signal, terminate_as_interrupt
 from .machine import describe
 from .params import load_params, save_params
 from .results import RESULTS_FORMAT, NotASweep, parse_records
@@ -29,6 +30,7 @@ from .trainer import evaluate, predict
 EXIT_USAGE = 2
 EXIT_DATA = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 
 class UsageError(Exception):
@@ -298,11 +300,15 @@ def main(argv=None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        return _main(args)
+        with terminate_as_interrupt():  # SIGTERM (kill, docker stop) stops as Ctrl-C does
+            return _main(args)
     except UsageError as exc:
         print(f"fastsoftmax.sweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:  # Ctrl-C in any phase: no traceback, say what is kept
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM in any phase: no traceback, say what is kept
+        if last_signal() == signal.SIGTERM:
+            print(f"fastsoftmax.sweep: terminated (SIGTERM); {_kept(args)}", file=sys.stderr)
+            return EXIT_TERMINATED
         print(f"fastsoftmax.sweep: interrupted; {_kept(args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
 

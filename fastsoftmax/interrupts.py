@@ -4,6 +4,11 @@ Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread
 happens to be: between writing a result and recording that it was written,
 say.  Around such stretches the sweep asks for the signal to be *noted*
 instead, and acts on it where it is safe to.
+
+SIGTERM (``kill``, ``docker stop``, a batch scheduler's time limit) ends a
+Python process at once by default.  A command line that wants it handled as
+Ctrl-C is (stop at a safe point, keep what is done) calls
+:func:`terminate_as_interrupt` first; a library caller's SIGTERM is left alone.
 """
 
 from __future__ import annotations
@@ -13,8 +18,43 @@ import threading
 from contextlib import contextmanager
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised as Ctrl-C is, where :func:`terminate_as_interrupt` asked for it."""
+
+
+_received: list = []  # the signals noted or raised, in order
+
+
+def last_signal():
+    """The last SIGINT or SIGTERM noted or raised in this process, or None."""
+    return _received[-1] if _received else None
+
+
+def _raise_terminated(signum, frame):
+    _received.append(signal.SIGTERM)
+    raise Terminated
+
+
+@contextmanager
+def terminate_as_interrupt():
+    """While inside, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so
+    that it is handled wherever Ctrl-C is; only in the main thread, and only where
+    SIGTERM still has the default action (an ignored or handled SIGTERM stays so)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
+        yield
+        return
+    _received.clear()  # last_signal() speaks of this run only
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 class Interruption:
-    """requested : bool, set when SIGINT arrived inside :func:`noted_interrupts`."""
+    """requested : bool, set when SIGINT (or SIGTERM, see :func:`terminate_as_interrupt`)
+    arrived inside :func:`noted_interrupts`."""
 
     def __init__(self):
         self.requested = False
@@ -32,19 +72,22 @@ def noted_interrupts():
     is never set and KeyboardInterrupt, if any, is raised as usual.
     """
     flag = Interruption()
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if threading.current_thread() is not threading.main_thread():
         yield flag
         return
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+    taken = [s for s, handler in wanted.items() if signal.getsignal(s) is handler]
 
     def note(signum, frame):
+        _received.append(signum)
         flag.requested = True
 
-    previous = signal.signal(signal.SIGINT, note)
+    previous = {s: signal.signal(s, note) for s in taken}
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 @contextmanager

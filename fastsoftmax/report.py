@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import html
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,13 +28,14 @@ import numpy as np
 from .atomic import atomic_open
 from .data import CLASS_NAMES, OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
 from .grid import AXES
-from .interrupts import finish_then_interrupt
+from .interrupts import finish_then_interrupt, last_signal, terminate_as_interrupt
 from .machine import describe
 from .results import NotASweep, SweepResults, read_results
 
 EXIT_MISSING = 1  # matplotlib or the data missing
 EXIT_USAGE = 2  # not a sweep's folder, bad arguments
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 PICTURES = {  # file name: (heading, what it shows)
     "learning_curves.png": ("Learning curves of the best configurations",
@@ -347,6 +349,20 @@ def main(argv=None) -> int:
     if args.top < 1:
         print(f"fastsoftmax.report: error: --top must be >= 1, got {args.top}", file=sys.stderr)
         return EXIT_USAGE
+    with terminate_as_interrupt():  # SIGTERM stops as Ctrl-C does
+        return _main(args)
+
+
+def _stopped(what: str) -> int:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143): one line saying what was kept."""
+    if last_signal() == signal.SIGTERM:
+        print(f"fastsoftmax.report: terminated (SIGTERM); {what}", file=sys.stderr)
+        return EXIT_TERMINATED
+    print(f"fastsoftmax.report: interrupted; {what}", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def _main(args) -> int:
     from .plots import MissingExtra
     try:
         report = build_report(args.folder, data_dir=args.data, top=args.top)
@@ -360,14 +376,11 @@ def main(argv=None) -> int:
         print(f"fastsoftmax.report: {exc}; nothing written", file=sys.stderr)
         return EXIT_MISSING
     except KeyboardInterrupt:
-        print("fastsoftmax.report: interrupted; nothing written", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped("nothing written")
     try:
         paths = report.write(args.folder)
     except KeyboardInterrupt:  # raised once the set is written
-        print(f"fastsoftmax.report: interrupted; the report was written whole first",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped("the report was written whole first")
     for note in report.notes:
         print(f"fastsoftmax.report: {note}", file=sys.stderr)
     print(f"fastsoftmax.report: wrote {', '.join(p.name for p in paths)} in {args.folder}",

@@ -37,8 +37,8 @@ def run(args, env=None, driver=None):
                           env=env)
 
 
-def interrupt_at(marker, args, env=None, ready=None):
-    """Start the sweep, send SIGINT once stderr shows ``marker`` (and ``ready()``
+def interrupt_at(marker, args, env=None, ready=None, sig=signal.SIGINT):
+    """Start the sweep, send ``sig`` once stderr shows ``marker`` (and ``ready()``
     holds); return (exit code, stderr, seconds from the signal to the exit)."""
     proc = subprocess.Popen(_command(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env=env)
@@ -54,7 +54,7 @@ def interrupt_at(marker, args, env=None, ready=None):
         while ready is not None and not ready():
             assert time.monotonic() < deadline and proc.poll() is None, "never got ready"
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         sent = time.monotonic()
         rest = proc.stderr.read()
         code = proc.wait(timeout=WAIT)
@@ -71,9 +71,10 @@ SELF_INTERRUPT = """
 import os, signal, sys, time
 import fastsoftmax.cli as cli
 name = os.environ["INTERRUPT_IN"]
+sig = getattr(signal, os.environ.get("INTERRUPT_WITH", "SIGINT"))
 real = getattr(cli, name)
 def wrapped(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGINT)
+    os.kill(os.getpid(), sig)
     time.sleep(2)  # the signal lands here, inside the phase
     return real(*args, **kwargs)
 setattr(cli, name, wrapped)
@@ -205,3 +206,46 @@ def test_a_process_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, data_
     stdout, stderr = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, stderr
     assert "best:" in stdout and len(records(out)) == 4
+
+
+# SIGTERM (kill, docker stop, a batch scheduler's limit) stops as Ctrl-C does, with 143.
+
+
+def test_sigterm_while_training_keeps_what_finished(tmp_path, data_dir):
+    out = tmp_path / "out"
+    args = ["--data", data_dir, *SLOW_ARGS, "--out", out]
+    code, err, delay = interrupt_at(
+        "training 2 configurations", args, sig=signal.SIGTERM,
+        ready=lambda: (out / "results.jsonl").exists() and records(out) != [])
+    assert code == 143, err
+    assert "Traceback" not in err and "terminated (SIGTERM);" in err
+    assert "the results of 1 configuration are kept" in err and delay < 30
+    assert len(records(out)) == 1 and not (out / "best.json").exists()
+
+
+def test_sigterm_while_writing_finishes_the_files(tmp_path, data_dir):
+    out = tmp_path / "out"
+    env = dict(os.environ, INTERRUPT_IN="save_params", INTERRUPT_WITH="SIGTERM")
+    done = run(["--data", data_dir, *SMALL_ARGS, "--out", out], env=env, driver=SELF_INTERRUPT)
+    assert done.returncode == 143, done.stderr
+    assert "terminated (SIGTERM); the results of 4 configurations are kept" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "best.json", "best_params.npz", "results.csv", "results.jsonl", "sweep.json"]
+
+
+def test_a_process_started_with_sigterm_ignored_keeps_ignoring_it(tmp_path, data_dir):
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_command(["--data", data_dir, *SMALL_ARGS, "--out", out, "--quiet"]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0, stderr
+    assert "best:" in stdout and len(records(out)) == 4
+
+
+def test_sigterm_is_restored_after_main(data_dir, capsys):
+    from fastsoftmax import cli
+    assert cli.main(["--data", str(data_dir), *map(str, SMALL_ARGS), "--quiet"]) == 0
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
