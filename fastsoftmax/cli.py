@@ -423,6 +423,8 @@ def _main(args) -> int:
     if best.diverged:
         print(format_table(ranked))
         print("fastsoftmax.sweep: every configuration diverged; no model to test", file=sys.stderr)
+        if args.report:  # the table and curves still say what happened
+            _write_report(args, out, ds)
         return 1
     params = result.params.get(best.config) if result else None
     if params is None and out is not None:
@@ -471,11 +473,15 @@ def _main(args) -> int:
         print(f"test: loss {test_loss:.4f}, accuracy {test_acc:.4f}")
         print("per class: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
     if args.report:
-        from .report import build_report
-        _say(args, "drawing the report")
-        paths = build_report(out, dataset=ds).write(out)
-        _say(args, f"wrote {out / 'report.html'} and {len(paths) - 1} more files")
+        _write_report(args, out, ds)
     return 0
+
+
+def _write_report(args, out: Path, ds):
+    from .report import build_report
+    _say(args, "drawing the report")
+    paths = build_report(out, dataset=ds).write(out)
+    _say(args, f"wrote {out / 'report.html'} and {len(paths) - 1} more files")
 
 
 def _run_facts(out: Path) -> dict:

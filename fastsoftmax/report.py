@@ -135,6 +135,13 @@ def build_report(folder, *, dataset: Dataset | None = None, data_dir=None,
         figures["misclassified.png"] = plots.misclassified(ds.test_images, ds.test_labels, proba,
                                                            ds.class_names)
         test = ds
+    elif results.all_diverged:
+        report.notes.append("Every configuration diverged (see the table), so there is no model "
+                            "to test and no test-set pictures; try smaller learning rates.")
+    elif results.summary is not None:
+        report.notes.append(f"{results.path / 'best_params.npz'} is missing, so the test-set "
+                            f"pictures are too. Run the same sweep command again: it trains the "
+                            f"chosen model again, bit-identically, and saves it.")
     else:
         report.notes.append(
             f"The sweep has not finished ({len(results.records)} of "
@@ -168,7 +175,8 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
             state = (f"finished in {summary['wall_seconds']:.1f} s on {m['cpu']} with "
                      f"{m.get('workers')} worker{'s' if m.get('workers') != 1 else ''}")
     else:
-        state = "finished" if results.finished else "not finished (interrupted, or still running)"
+        state = ("finished" if results.finished or results.all_diverged
+                 else "not finished (interrupted, or still running)")
     out.append(("p", f"{n_done} of {n_all} configurations recorded; {state}."))
     for note in report.notes:
         out.append(("p", note))
@@ -244,8 +252,10 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
                      f"came from earlier, interrupted runs)")
         rows.append(["sweep: wall time", wall])
     else:
-        rows.append(["sweep: wall time", "not finished; the configurations' own training "
-                                         f"times sum to {sum(r.seconds for r in results.records):.1f} s"])
+        why = ("not recorded: every configuration diverged, so no best.json was written"
+               if results.all_diverged else "not finished")
+        rows.append(["sweep: wall time", f"{why}; the configurations' own training times sum "
+                                         f"to {sum(r.seconds for r in results.records):.1f} s"])
     here = describe()
     import matplotlib
     rows.append(["report made with", f"fastsoftmax {here['fastsoftmax']}, matplotlib "

@@ -72,6 +72,12 @@ class SweepResults:
         """Every configuration recorded and the summary written."""
         return self.summary is not None and len(self.records) >= len(self.meta["configs"])
 
+    @property
+    def all_diverged(self) -> bool:
+        """Every configuration recorded, and every one diverged: no model to choose."""
+        return (len(self.records) >= len(self.meta["configs"])
+                and all(r.diverged for r in self.records))
+
     def ranked(self) -> list[Record]:
         """The records best first (validation accuracy, then validation loss)."""
         return sorted(self.records, key=Record.rank_key)

@@ -152,6 +152,26 @@ def test_one_value_per_axis_and_a_sample(tmp_path, data_dir, extra):
     assert len(parse_html(out / "report.html").images) == len(PNGS)
 
 
+def test_a_sweep_where_everything_diverged_still_reports(tmp_path, data_dir, capsys):
+    out = tmp_path / "out"
+    code = cli.main([str(a) for a in ("--data", data_dir, "--out", out, "--quiet", "--report",
+                                      "--batch-sizes", "16", "--learning-rates", "1000",
+                                      "--epochs", "2", "--alphas", "1e-3", "--hidden-sizes",
+                                      "5,10", "--limit", "500")])
+    assert code == 1 and "every configuration diverged" in capsys.readouterr().err
+    text = " ".join(parse_html(out / "report.html").text)
+    assert "Every configuration diverged" in text and "not finished" not in text
+    assert not (out / "confusion.png").exists()
+
+
+def test_a_missing_model_file_is_said_so(tmp_path, data_dir):
+    out = sweep(tmp_path, data_dir, *SMALL_ARGS)
+    (out / "best_params.npz").unlink()
+    assert report.main([str(out), "--data", str(data_dir)]) == 0
+    text = " ".join(parse_html(out / "report.html").text)
+    assert "best_params.npz is missing" in text and "not finished" not in text
+
+
 def test_diverged_cells_are_marked(tmp_path, data_dir):
     out = sweep(tmp_path, data_dir, "--batch-sizes", "16", "--learning-rates", "0.1,1000",
                 "--epochs", "2", "--alphas", "1e-4", "--hidden-sizes", "5", "--limit", "500")
