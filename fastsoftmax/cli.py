@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -20,7 +19,7 @@ from .atomic import atomic_open
 from .checks import check_X
 from .cpus import available_cpus
 from .data import CLASS_NAMES, DataError, fingerprint, load_fashion_mnist, train_val_split
-from .interrupts import finish_then_interrupt, last_signal, terminate_as_interrupt
+from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
 from .machine import describe
 from .params import load_params, save_params
 from .results import RESULTS_FORMAT, NotASweep, parse_records
@@ -29,8 +28,6 @@ from .trainer import evaluate, predict
 
 EXIT_USAGE = 2
 EXIT_DATA = 1
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 
 class UsageError(Exception):
@@ -306,11 +303,7 @@ def main(argv=None) -> int:
         print(f"fastsoftmax.sweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM in any phase: no traceback, say what is kept
-        if last_signal() == signal.SIGTERM:
-            print(f"fastsoftmax.sweep: terminated (SIGTERM); {_kept(args)}", file=sys.stderr)
-            return EXIT_TERMINATED
-        print(f"fastsoftmax.sweep: interrupted; {_kept(args)}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return report_stop("fastsoftmax.sweep", _kept(args))
 
 
 def _kept(args) -> str:

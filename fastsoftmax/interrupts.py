@@ -98,3 +98,19 @@ def finish_then_interrupt():
         yield
     if flag.requested:
         raise KeyboardInterrupt
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+def report_stop(program: str, kept: str) -> int:
+    """After a KeyboardInterrupt: one line on stderr saying how the run stopped
+    (Ctrl-C or SIGTERM) and what is ``kept``; returns the exit status, 130 or 143."""
+    import sys
+
+    if last_signal() == signal.SIGTERM:
+        print(f"{program}: terminated (SIGTERM); {kept}", file=sys.stderr)
+        return EXIT_TERMINATED
+    print(f"{program}: interrupted; {kept}", file=sys.stderr)
+    return EXIT_INTERRUPTED

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,12 @@ import numpy as np
 from .atomic import atomic_open
 from .data import CLASS_NAMES, OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
 from .grid import AXES
-from .interrupts import finish_then_interrupt, last_signal, terminate_as_interrupt
+from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
 from .machine import describe
 from .results import NotASweep, SweepResults, read_results
 
 EXIT_MISSING = 1  # matplotlib or the data missing
 EXIT_USAGE = 2  # not a sweep's folder, bad arguments
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 PICTURES = {  # file name: (heading, what it shows)
     "learning_curves.png": ("Learning curves of the best configurations",
@@ -363,15 +360,6 @@ def main(argv=None) -> int:
         return _main(args)
 
 
-def _stopped(what: str) -> int:
-    """Ctrl-C (exit 130) or SIGTERM (exit 143): one line saying what was kept."""
-    if last_signal() == signal.SIGTERM:
-        print(f"fastsoftmax.report: terminated (SIGTERM); {what}", file=sys.stderr)
-        return EXIT_TERMINATED
-    print(f"fastsoftmax.report: interrupted; {what}", file=sys.stderr)
-    return EXIT_INTERRUPTED
-
-
 def _main(args) -> int:
     from .plots import MissingExtra
     try:
@@ -386,11 +374,11 @@ def _main(args) -> int:
         print(f"fastsoftmax.report: {exc}; nothing written", file=sys.stderr)
         return EXIT_MISSING
     except KeyboardInterrupt:
-        return _stopped("nothing written")
+        return report_stop("fastsoftmax.report", "nothing written")
     try:
         paths = report.write(args.folder)
     except KeyboardInterrupt:  # raised once the set is written
-        return _stopped("the report was written whole first")
+        return report_stop("fastsoftmax.report", "the report was written whole first")
     for note in report.notes:
         print(f"fastsoftmax.report: {note}", file=sys.stderr)
     print(f"fastsoftmax.report: wrote {', '.join(p.name for p in paths)} in {args.folder}",

@@ -195,14 +195,16 @@ def test_interrupt_while_writing_finishes_the_files(tmp_path, data_dir):
     assert summary == json.loads((out / "best.json").read_text())
 
 
-def test_a_process_started_with_sigint_ignored_keeps_ignoring_it(tmp_path, data_dir):
-    # What a non-interactive shell does to its `cmd &` jobs: the sweep honours it.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_process_started_with_the_signal_ignored_keeps_ignoring_it(tmp_path, data_dir, sig):
+    # What a non-interactive shell does to SIGINT for its `cmd &` jobs, and what a
+    # supervisor may do to SIGTERM: the sweep honours it.
     out = tmp_path / "out"
     proc = subprocess.Popen(_command(["--data", data_dir, *SMALL_ARGS, "--out", out, "--quiet"]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_IGN))
     time.sleep(1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=WAIT)
     assert proc.returncode == 0, stderr
     assert "best:" in stdout and len(records(out)) == 4
@@ -231,18 +233,6 @@ def test_sigterm_while_writing_finishes_the_files(tmp_path, data_dir):
     assert "terminated (SIGTERM); the results of 4 configurations are kept" in done.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "best.json", "best_params.npz", "results.csv", "results.jsonl", "sweep.json"]
-
-
-def test_a_process_started_with_sigterm_ignored_keeps_ignoring_it(tmp_path, data_dir):
-    out = tmp_path / "out"
-    proc = subprocess.Popen(_command(["--data", data_dir, *SMALL_ARGS, "--out", out, "--quiet"]),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
-    time.sleep(1)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=WAIT)
-    assert proc.returncode == 0, stderr
-    assert "best:" in stdout and len(records(out)) == 4
 
 
 def test_sigterm_is_restored_after_main(data_dir, capsys):
