@@ -32,7 +32,7 @@ from . import kernels
 from .interrupts import noted_interrupts
 from .params import minibatch_orders
 from .sweep import PACK_SIZE, Plan, SweepOutput, _cycles, make_plan, new_records, run_plan, \
-    trained_params, writable
+    seconds_per_cycle, trained_params, writable
 
 DASK_EXTRA = ("a Dask cluster needs dask.distributed: pip install 'fastsoftmax[dask]' "
               "(or, in a clone, pip install '.[dask]')")
@@ -106,9 +106,8 @@ def train_pack(data: SharedData, plan: Plan) -> dict:
     with _launch_guard(), threadpool_limits(limits=1):
         run_plan(plan, data.X, data.y, data.X_val, data.y_val, data.table, data.orders,
                  np.zeros((1, 1), np.int64), out, snaps, stop)
-    dc, dt = int(_cycles()) - int(c0), time.perf_counter() - t0
-    scale = dt / dc if dc > 0 else 0.0
-    seconds = (out.epoch_end.astype(np.float64) - out.g_start[:, None].astype(np.float64)) * scale
+    seconds = ((out.epoch_end.astype(np.float64) - out.g_start[:, None].astype(np.float64))
+               * seconds_per_cycle(c0, t0))
     return {"out": out, "snaps": snaps, "seconds": seconds}
 
 
@@ -187,21 +186,25 @@ def _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phas
     # Costliest packs first, so the last to finish are short ones.
     order = sorted(range(len(plan.packs)), key=lambda p: -sum(plan.g_cost[g]
                                                                for g in plan.packs[p]))
-    pending = {}
+    pending = {}  # future -> (pack index, the pack's own plan, as sent)
     for rank, p in enumerate(order):
-        future = client.submit(train_pack, shared, plan.pack_plan(p), pure=False,
+        sub = plan.pack_plan(p)
+        future = client.submit(train_pack, shared, sub, pure=False,
                                priority=len(order) - rank, retries=2,
                                key=f"fastsoftmax-pack-{p}-{id(plan):x}-{time.time_ns()}")
-        pending[future] = p
+        pending[future] = p, sub
     total_epochs = int(plan.g_epochs.sum())
     epochs_done = 0
     interrupted = False
 
     def take(future):
         nonlocal epochs_done
-        p = pending.pop(future)
+        p, sub = pending.pop(future)
         try:
             result = future.result()
+        except CancelledError:
+            raise ClusterError("the cluster cancelled a task (was the scheduler restarted?)") \
+                from None
         except Exception as exc:  # KilledWorker after Dask's retries, a worker without fastsoftmax
             raise ClusterError(f"a pack failed on the cluster: {type(exc).__name__}: {exc}") \
                 from exc
@@ -210,8 +213,8 @@ def _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phas
         for name in ("train_loss", "train_xent", "val_loss", "val_acc", "epoch_end"):
             getattr(out, name)[members, :E] = getattr(part, name)
         secs[members, :E] = result["seconds"]
+        # the pack's configurations, in the order its own plan lists them
         cis = [ci for ci, (gi, _) in enumerate(plan.flat_configs) if gi in members]
-        sub = plan.pack_plan(p)
         for j, ci in enumerate(cis):
             snaps[plan.c_off[ci]:plan.c_off[ci] + plan.c_size[ci]] = \
                 result["snaps"][sub.c_off[j]:sub.c_off[j] + sub.c_size[j]]
@@ -235,16 +238,10 @@ def _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phas
                     interrupted = True
                     finished = set()
                 for future in finished:
-                    if future.status == "cancelled":
-                        raise ClusterError("the cluster cancelled a task (was the scheduler "
-                                           "restarted?)")
                     take(future)
                 if on_progress is not None:
                     on_progress(epochs_done, total_epochs)
                 interrupted = interrupted or ctrl_c.requested
-        except CancelledError:
-            raise ClusterError("the cluster cancelled a task (was the scheduler restarted?)") \
-                from None
         finally:
             if pending:
                 client.cancel(list(pending))

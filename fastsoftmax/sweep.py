@@ -56,6 +56,13 @@ def _cycles():
     return _read_cycle_counter()
 
 
+def seconds_per_cycle(c0: int, t0: float) -> float:
+    """Seconds per tick of :func:`_cycles` (a constant-rate TSC), measured from the
+    readings (c0 of _cycles, t0 of time.perf_counter) taken together earlier."""
+    dc, dt = int(_cycles()) - int(c0), time.perf_counter() - t0
+    return dt / dc if dc > 0 else 0.0
+
+
 @jit(parallel=True, cache=True)
 def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
            g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
@@ -246,9 +253,7 @@ class Plan:
     configuration c, the arrays are as :func:`_sweep` documents them.
     """
 
-    configs: list
-    groups: list  # of lists of Config, by group_key, each sorted by epochs
-    flat_configs: list  # (group index, Config) in group order
+    flat_configs: list  # (group index, Config): groups by group_key, each sorted by epochs
     n_features: int
     n_classes: int
     dtype: np.dtype
@@ -272,8 +277,8 @@ class Plan:
     def __setstate__(self, state):
         self.__dict__.update(writable(state))
 
-    def outputs(self, n_groups=None) -> "Outputs":
-        return Outputs.empty(len(self.groups) if n_groups is None else n_groups, self.epochs)
+    def outputs(self) -> "Outputs":
+        return Outputs.empty(len(self.g_batch), self.epochs)
 
     def pack_plan(self, p: int) -> "Plan":
         """The plan of pack ``p`` alone: its groups renumbered 0..P-1, their
@@ -286,8 +291,6 @@ class Plan:
                                 for g in members])
         c_size = [self.c_size[ci] for ci in cis]
         return Plan(
-            configs=[self.flat_configs[ci][1] for ci in cis],
-            groups=[self.groups[g] for g in members],
             flat_configs=[(renumber[self.flat_configs[ci][0]], self.flat_configs[ci][1])
                           for ci in cis],
             n_features=self.n_features, n_classes=self.n_classes, dtype=self.dtype,
@@ -304,9 +307,9 @@ class Plan:
 
 @dataclass
 class Outputs:
-    """What :func:`_sweep` writes, per group: (G, E) losses, accuracies and epoch
-    end times, (G,) start times, epochs done and divergence; and the snapshot
-    of each configuration's model."""
+    """What :func:`_sweep` writes per group: (G, E) losses, accuracies and epoch
+    end times (cycle-counter readings), (G,) start times, epochs done and
+    divergence.  (The models' snapshots go to a flat ``snaps`` array beside it.)"""
 
     train_loss: np.ndarray
     train_xent: np.ndarray
@@ -349,7 +352,7 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
     packs = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size,
                         [size * dtype.itemsize for size in g_size], PACK_BYTES)
     return Plan(
-        configs=list(configs), groups=groups, flat_configs=flat_configs, n_features=D,
+        flat_configs=flat_configs, n_features=D,
         n_classes=K, dtype=dtype, epochs=max(c.epochs for c in configs),
         g_batch=np.array([c.batch_size for c in heads], np.int64),
         g_lr=np.array([c.learning_rate for c in heads], dtype),
@@ -487,13 +490,12 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     records: dict[int, Record] = {}
     total_epochs = int(plan.g_epochs.sum())
 
-    # Cycles to seconds, calibrated over the whole run (constant-rate TSC).
+    # Cycles to seconds, calibrated over the whole run.
     c0, t0 = _cycles(), time.perf_counter()
 
     def seconds(gi, last) -> float:
         cycles = int(out.epoch_end[gi, last - 1]) - int(out.g_start[gi])
-        dc, dt = int(_cycles()) - int(c0), time.perf_counter() - t0
-        return float(cycles) * dt / dc if dc > 0 else 0.0
+        return cycles * seconds_per_cycle(c0, t0)
 
     def collect():
         for rec in new_records(plan, out, records, seconds):
