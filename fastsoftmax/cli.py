@@ -22,7 +22,7 @@ from .data import CLASS_NAMES, DataError, fingerprint, load_fashion_mnist, train
 from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
 from .machine import describe
 from .params import load_params, save_params
-from .results import RESULTS_FORMAT, NotASweep, parse_records
+from .results import RESULTS_FORMAT, NotASweep, earlier_format, parse_records
 from .sweep import Record, run_sweep
 from .trainer import evaluate, predict
 
@@ -184,10 +184,10 @@ def _prepare_out(out: Path, meta: dict) -> list[Record]:
             old = json.loads(meta_path.read_text())
         except ValueError:
             raise UsageError(f"{meta_path}: unreadable; refusing to mix results")
-        if old.get("format") != meta["format"]:
-            raise UsageError(f"--out {out} holds results of an earlier fastsoftmax "
-                             f"(format {old.get('format', 1)}, where train_loss included the L2 "
-                             f"term); refusing to mix results (use another --out)")
+        why = earlier_format(old)
+        if why is not None:
+            raise UsageError(f"--out {out} holds {why}; refusing to mix results "
+                             f"(use another --out)")
         if old != meta:
             diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
             raise UsageError(f"--out {out} holds a sweep with different {', '.join(diff)}; "
@@ -419,9 +419,11 @@ def _main(args) -> int:
         if args.report:  # the table and curves still say what happened
             _write_report(args, out, ds)
         return 1
+    # What a finished earlier run wrote to this folder, read once.
+    previous = _previous_summary(out) if out is not None else {}
     params = result.params.get(best.config) if result else None
-    if params is None and out is not None:
-        params = _saved_best(out, best, X.shape[1], dtype)
+    if params is None and previous:
+        params = _saved_best(out, previous, best, X.shape[1], dtype)
     if params is None:  # trained in an earlier, interrupted run: train it again, bit-identically
         _say(args, "training the best configuration again (an earlier run did not keep it)")
         again = run_sweep([best.config], X, y, Xv, yv, dtype=dtype, workers=1, seed=args.seed)
@@ -445,7 +447,7 @@ def _main(args) -> int:
         summary["scheduler"] = args.scheduler
     if not todo and out is not None:
         # A rerun that trained nothing keeps the run that did: its time and machine.
-        summary.update(_run_facts(out))
+        summary.update({k: previous[k] for k in RUN_FACTS if k in previous})
 
     if out is not None:
         # Each file is written whole or not at all, and Ctrl-C waits for the
@@ -477,21 +479,24 @@ def _write_report(args, out: Path, ds):
     _say(args, f"wrote {out / 'report.html'} and {len(paths) - 1} more files")
 
 
-def _run_facts(out: Path) -> dict:
-    """wall_seconds, resumed_configs and machine from ``out``'s best.json, if there."""
+# The summary's facts of the run that trained: a rerun that trains nothing keeps them.
+RUN_FACTS = ("wall_seconds", "resumed_configs", "machine", "scheduler")
+
+
+def _previous_summary(out: Path) -> dict:
+    """``out``'s best.json as a finished earlier run wrote it, or {} (none, or unreadable)."""
     try:
         saved = json.loads((out / "best.json").read_text())
-        keys = ("wall_seconds", "resumed_configs", "machine", "scheduler")
-        return {k: saved[k] for k in keys if k in saved}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return {}
+    return saved if isinstance(saved, dict) else {}
 
 
-def _saved_best(out: Path, best: Record, n_features: int, dtype):
-    """The best model's parameters as a finished earlier run left them in ``out``,
-    or None when they are missing or belong to another configuration."""
+def _saved_best(out: Path, previous: dict, best: Record, n_features: int, dtype):
+    """The best model's parameters as a finished earlier run (its summary ``previous``)
+    left them in ``out``, or None when they are missing or belong to another configuration."""
     try:
-        saved = json.loads((out / "best.json").read_text())["best"]
+        saved = previous["best"]
         params = load_params(out / "best_params.npz")
     except (OSError, ValueError, KeyError, TypeError):
         return None

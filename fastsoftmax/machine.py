@@ -11,6 +11,8 @@ import platform
 import sys
 from importlib import metadata
 
+from .cpus import available_cpus
+
 # The flags that decide which vector code a CPU can run, widest last.
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")
 
@@ -46,8 +48,6 @@ def _version(package: str) -> str | None:
 
 def describe(workers: int | None = None) -> dict:
     """The machine and software a run used, as a JSON-ready dict."""
-    from .cpus import available_cpus  # noqa: PLC0415 (cpus reads /proc: only when asked)
-
     model, flags = cpu_model()
     cpus = available_cpus()
     out = {"cpu": model, "simd": list(flags), "cpus": os.cpu_count(),

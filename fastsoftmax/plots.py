@@ -60,11 +60,16 @@ def label(config) -> str:
             f"alpha {config.alpha:g}, hidden {config.hidden_size}")
 
 
-def _results(source) -> SweepResults | None:
+def _results(source, needed_by: str | None = None) -> SweepResults | None:
+    """A results folder (path or SweepResults) read; None for another kind of source,
+    or, when the picture ``needed_by`` can only draw a folder, a TypeError saying so."""
     if isinstance(source, SweepResults):
         return source
     if isinstance(source, (str, Path)):
         return read_results(source)
+    if needed_by is not None:
+        raise TypeError(f"{needed_by} needs a results folder or SweepResults, "
+                        f"got {type(source).__name__}")
     return None
 
 
@@ -192,10 +197,7 @@ def curves_grid(source):
     on shared axes so panels compare at a glance; each titled with its settings
     and best validation accuracy.
     """
-    results = _results(source)
-    if results is None:
-        raise TypeError(f"curves_grid needs a results folder or SweepResults, "
-                        f"got {type(source).__name__}")
+    results = _results(source, "curves_grid")
     heads = group_heads(results.records)
     if not heads:
         raise ValueError(f"{results.path}: no finished configuration to draw")
@@ -248,10 +250,7 @@ def accuracy_heatmaps(source):
     (and, where epochs vary, the count that reached it); cells whose training
     diverged say so, cells of the grid not (yet) trained are left empty.
     """
-    results = _results(source)
-    if results is None:
-        raise TypeError(f"accuracy_heatmaps needs a results folder or SweepResults, "
-                        f"got {type(source).__name__}")
+    results = _results(source, "accuracy_heatmaps")
     configs = results.configs
     lrs = sorted({c.learning_rate for c in configs})
     alphas = sorted({c.alpha for c in configs})

@@ -22,6 +22,14 @@ from .sweep import Record
 RESULTS_FORMAT = 2
 
 
+def earlier_format(meta: dict) -> str | None:
+    """What is wrong with sweep.json's ``meta`` if an earlier fastsoftmax wrote it, else None."""
+    if meta.get("format") == RESULTS_FORMAT:
+        return None
+    return (f"results of an earlier fastsoftmax (format {meta.get('format', 1)}, where "
+            f"train_loss included the L2 term)")
+
+
 class NotASweep(ValueError):
     """The folder is not a sweep's results folder, or not one this version reads."""
 
@@ -106,10 +114,9 @@ def read_results(path) -> SweepResults:
         [Config(**c) for c in meta["configs"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotASweep(f"{meta_path}: not a sweep's settings ({exc})") from None
-    if meta.get("format") != RESULTS_FORMAT:
-        raise NotASweep(f"{meta_path}: results of an earlier fastsoftmax (format "
-                        f"{meta.get('format', 1)}, where train_loss included the L2 term); "
-                        f"run the sweep again into a new folder")
+    why = earlier_format(meta)
+    if why is not None:
+        raise NotASweep(f"{meta_path}: {why}; run the sweep again into a new folder")
     jsonl = path / "results.jsonl"
     lines = jsonl.read_bytes().split(b"\n") if jsonl.exists() else []
     records, _, _ = parse_records(lines, jsonl)
