@@ -4,9 +4,9 @@ for ``python -m fastsoftmax.sweep``.
     python bench/jax_grid.py [--part K/N]
 
 The same split (48,000 / 12,000, seed 0), initial weights and per-epoch minibatch
-orders as the sweep.  Each (batch size, hidden size) group vmaps one jitted epoch
-(lax.scan over the minibatches, gathered inside from the device-resident data, the
-last smaller one after) over its 4 (learning rate, alpha) configurations, trains 20
+orders as the sweep.  Each (batch size, hidden size) group vmaps the single-model benchmark's
+jitted epoch (``peers.jax_epoch``: lax.scan over the minibatches, gathered inside from
+the device-resident data, the last smaller one after) over its 4 (learning rate, alpha) configurations, trains 20
 epochs and evaluates the validation set after epochs 5, 10 and 20: 6 groups, 72
 configurations.  ``--part K/N`` runs the groups K, K+N, ... only, so N processes
 pinned one per core share the grid.  Prints one JSON line: the best configuration
@@ -26,6 +26,7 @@ import numpy as np  # noqa: E402
 import fastsoftmax as fs  # noqa: E402
 from fastsoftmax import grid  # noqa: E402
 from fastsoftmax.data import train_val_split  # noqa: E402
+from peers import jax_epoch, jax_step  # noqa: E402  (bench/ is this script's folder)
 
 
 def main(argv=None):
@@ -34,8 +35,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     k, n = (int(v) for v in args.part.split("/"))
 
-    import jax
-    import jax.numpy as jnp
+    jax, jnp, step = jax_step()
 
     ds = fs.load_fashion_mnist(download=False)
     tr, va = train_val_split(len(ds.train_labels), 0.2, 0)
@@ -48,29 +48,8 @@ def main(argv=None):
     E = max(axes["epochs"])
     orders = fs.minibatch_orders(N, E, 0)
 
-    def loss(params, x, t, alpha):
-        W1, b1, W2, b2 = params
-        z = jax.nn.relu(x @ W1 + b1) @ W2 + b2
-        ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), t[:, None], axis=1))
-        return ce + 0.5 * alpha * (jnp.sum(W1 * W1) + jnp.sum(W2 * W2))
-
-    def step(params, x, t, lr, alpha):
-        grads = jax.grad(loss)(params, x, t, alpha)
-        return tuple(p - lr * g for p, g in zip(params, grads))
-
-    def make_epoch(B):
-        n_full = N // B
-
-        def epoch(params, lr, alpha, order):
-            def body(p, idx):
-                return step(p, X[idx], y[idx], lr, alpha), None
-            params, _ = jax.lax.scan(body, params, order[:n_full * B].reshape(n_full, B))
-            if N % B:
-                rest = order[n_full * B:]
-                params = step(params, X[rest], y[rest], lr, alpha)
-            return params
-
-        return jax.jit(jax.vmap(epoch, in_axes=(0, 0, 0, None)))
+    def make_epoch(B):  # vmapped over the (lr, alpha) settings, the data shared
+        return jax.jit(jax.vmap(jax_epoch(jax, step, N, B), in_axes=(0, 0, 0, None, None, None)))
 
     @jax.jit
     @jax.vmap
@@ -90,7 +69,7 @@ def main(argv=None):
         params = tuple(jnp.asarray(np.stack([a] * len(settings))) for a in one)
         epoch = make_epoch(B)
         for e in range(E):
-            params = epoch(params, lrs, alphas, jnp.asarray(orders[e]))
+            params = epoch(params, lrs, alphas, X, y, jnp.asarray(orders[e]))
             if e + 1 in axes["epochs"]:
                 acc = np.asarray(accuracy(params))
                 trained += len(settings)

@@ -200,38 +200,40 @@ class TorchManual(_Shuffled):
         return 0.0
 
 
-def _jax_step():
+def jax_step():
+    """(jax, jax.numpy, step): step(params, x, t, lr, alpha) is one SGD step of the
+    model, its gradient by jax.grad (also used by bench/jax_grid.py)."""
     jax = _need("jax", "pip install jax")
     jnp = jax.numpy
 
-    def loss(params, x, t):
+    def loss(params, x, t, alpha):
         W1, b1, W2, b2 = params
         a = jax.nn.relu(x @ W1 + b1)
         z = a @ W2 + b2
         ce = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(z), t[:, None], axis=1))
-        return ce + 0.5 * ALPHA * (jnp.sum(W1 * W1) + jnp.sum(W2 * W2))
+        return ce + 0.5 * alpha * (jnp.sum(W1 * W1) + jnp.sum(W2 * W2))
 
-    def step(params, batch, lr):
-        x, t = batch
-        grads = jax.grad(loss)(params, x, t)
+    def step(params, x, t, lr, alpha):
+        grads = jax.grad(loss)(params, x, t, alpha)
         return tuple(p - lr * g for p, g in zip(params, grads))
 
     return jax, jnp, step
 
 
-def _jax_epoch(jax, step, N, B):
-    """One epoch as a JAX user jits it: the data on the device, the epoch's order
-    passed in, each minibatch gathered inside lax.scan, the last smaller one after."""
+def jax_epoch(jax, step, N, B):
+    """One epoch as a JAX user jits it: epoch(params, lr, alpha, X, y, order) with the
+    data on the device and the epoch's order passed in, each minibatch gathered
+    inside lax.scan, the last smaller one after."""
     n_full = N // B
 
-    def epoch(params, lr, X, y, order):
+    def epoch(params, lr, alpha, X, y, order):
         def body(p, idx):
-            return step(p, (X[idx], y[idx]), lr), None
+            return step(p, X[idx], y[idx], lr, alpha), None
 
         params, _ = jax.lax.scan(body, params, order[:n_full * B].reshape(n_full, B))
         if N % B:
             rest = order[n_full * B:]
-            params = step(params, (X[rest], y[rest]), lr)
+            params = step(params, X[rest], y[rest], lr, alpha)
         return params
 
     return epoch
@@ -241,19 +243,20 @@ class JaxScan(_Shuffled):
     """A jitted epoch: lax.scan over the minibatches, gathered from the device-resident data."""
 
     def __init__(self, X, y, H, B):
-        jax, jnp, step = _jax_step()
+        jax, jnp, step = jax_step()
         self.jax, self.jnp = jax, jnp
         self.X, self.y = jnp.asarray(X), jnp.asarray(y)  # once, as a user loads the data
         self.params = tuple(jnp.asarray(a) for a in fs.init_params(X.shape[1], H, 10,
                                                                    seed=SEED, dtype=X.dtype))
         self.lr = jnp.asarray(LEARNING_RATE, X.dtype)
-        self.run = jax.jit(_jax_epoch(jax, step, len(X), B))
+        self.alpha = jnp.asarray(ALPHA, X.dtype)
+        self.run = jax.jit(jax_epoch(jax, step, len(X), B))
         self._orders(len(X))
 
     def epoch(self):
         order = self.jnp.asarray(self.next_order())
         self.params = self.jax.block_until_ready(
-            self.run(self.params, self.lr, self.X, self.y, order))
+            self.run(self.params, self.lr, self.alpha, self.X, self.y, order))
         return 0.0
 
 
@@ -262,15 +265,16 @@ class JaxVmap(JaxScan):
     (here learning rates) that share one minibatch order."""
 
     def __init__(self, X, y, H, B, n_configs=4):
-        jax, jnp, step = _jax_step()
+        jax, jnp, step = jax_step()
         self.jax, self.jnp = jax, jnp
         self.X, self.y = jnp.asarray(X), jnp.asarray(y)
         one = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
         self.params = tuple(jnp.asarray(np.stack([a] * n_configs)) for a in one)
         self.lrs = jnp.asarray(LEARNING_RATE * 2.0 ** -np.arange(n_configs), X.dtype)
-        self.lr = self.lrs
-        self.run = jax.jit(jax.vmap(_jax_epoch(jax, step, len(X), B),
-                                    in_axes=(0, 0, None, None, None)))
+        self.lr = self.lrs  # what JaxScan.epoch passes
+        self.alpha = jnp.asarray(ALPHA, X.dtype)
+        self.run = jax.jit(jax.vmap(jax_epoch(jax, step, len(X), B),
+                                    in_axes=(0, 0, None, None, None, None)))
         self.n_configs = n_configs
         self._orders(len(X))
 
