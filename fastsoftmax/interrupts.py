@@ -14,6 +14,7 @@ Ctrl-C is (stop at a safe point, keep what is done) calls
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 
@@ -107,8 +108,6 @@ EXIT_TERMINATED = 143  # 128 + SIGTERM
 def report_stop(program: str, kept: str) -> int:
     """After a KeyboardInterrupt: one line on stderr saying how the run stopped
     (Ctrl-C or SIGTERM) and what is ``kept``; returns the exit status, 130 or 143."""
-    import sys
-
     if last_signal() == signal.SIGTERM:
         print(f"{program}: terminated (SIGTERM); {kept}", file=sys.stderr)
         return EXIT_TERMINATED
