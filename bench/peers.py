@@ -17,6 +17,8 @@ import numpy as np
 
 import fastsoftmax as fs
 from fastsoftmax import kernels
+from fastsoftmax.optimizers import Optimizer
+from fastsoftmax.trainer import _Engine
 
 LEARNING_RATE = 0.05
 ALPHA = 1e-4
@@ -56,20 +58,19 @@ def model_flops_per_sample(H: int) -> int:
 
 
 class Fastsoftmax(_Shuffled):
-    """fastsoftmax's compiled epoch (numba), the kernel-form weights kept between epochs."""
+    """fastsoftmax's compiled epoch (numba) as fs.train runs it (its _Engine: the
+    packed weights kept between epochs, one epoch per call)."""
 
     def __init__(self, X, y, H, B):
         self.X, self.y, self.B, self.H = X, y, B, H
-        self.state = kernels.to_kernel(fs.init_params(X.shape[1], H, 10, seed=SEED,
+        self.engine = _Engine("numba", fs.init_params(X.shape[1], H, 10, seed=SEED,
                                                       dtype=X.dtype))
         self._orders(len(X))
-        dt = X.dtype.type
-        self.lr, self.alpha = dt(LEARNING_RATE), dt(ALPHA)
         self.limit = np.inf  # the benchmark's settings never diverge
 
     def epoch(self):
-        return kernels._train_epoch(self.X, None, self.y, self.next_order(), self.B, self.lr,
-                                    self.alpha, self.limit, *self.state)
+        return self.engine.epoch(self.X, self.y, self.next_order(), self.B, LEARNING_RATE,
+                                 ALPHA, self.limit)[0]
 
 
 class FastsoftmaxPixels(Fastsoftmax):
@@ -80,11 +81,6 @@ class FastsoftmaxPixels(Fastsoftmax):
         super().__init__(X, y, H, B)
         # X holds pixel / 255 in float32, so this recovers the pixels exactly.
         self.X = np.rint(X * 255).astype(np.uint8)
-        self.table = kernels.pixel_table(X.dtype)
-
-    def epoch(self):
-        return kernels._train_epoch(self.X, self.table, self.y, self.next_order(), self.B,
-                                    self.lr, self.alpha, self.limit, *self.state)
 
 
 class FastsoftmaxPack(_Shuffled):
@@ -101,12 +97,16 @@ class FastsoftmaxPack(_Shuffled):
         self.alive = np.ones(n_configs, np.bool_)
         self.losses = np.empty(n_configs)
         self.xents = np.empty(n_configs)
+        self.opts, self.settings = kernels.settings_of([Optimizer()] * n_configs)
+        self.slots = np.zeros((2, 0), X.dtype)  # plain SGD keeps no state
+        self.steps = np.zeros(n_configs, np.int64)
         self._orders(len(X))
 
     def epoch(self):
         kernels._train_epoch_many(self.X, None, self.y, self.next_order(), self.B, self.lrs,
                                   self.alphas, self.limits, self.state, self.offs, self.hidden, 10,
-                                  self.alive, self.losses, self.xents)
+                                  self.alive, self.losses, self.xents, self.opts,
+                                  self.settings, self.slots, self.steps)
         return float(self.losses[0])
 
     def trained(self, m: int):

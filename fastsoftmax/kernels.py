@@ -34,6 +34,7 @@ from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
 from ._tile import ROWS, VECTOR_BYTES, tile1, tile1_short, tile1_tall, tile2, tile2_short
 from .checks import pixels_to_float
+from .optimizers import ADAM, NESTEROV, SGD, Optimizer, OptimizerState, init_state
 from .params import Params
 
 SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
@@ -336,14 +337,19 @@ def _load_minibatch(X, table, order, start, B, rows, Xb):
 
 
 @jit(inline="always")
-def _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA, W2T, gb1, gb2):
-    """One SGD step on the minibatch ``rows[:n]``, already gathered into Xb.
+def _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA, W2T,
+          gW1, gb1, gW2, gb2, fused):
+    """One step's loss and gradient on the minibatch ``rows[:n]``, already gathered into Xb.
 
+    With ``fused`` (plain SGD), applies the update in the same pass without
+    storing the weight gradients; otherwise writes the data part of the
+    gradient (no L2 term) into gW1, gb1, gW2, gb2 (the kernel form's shapes)
+    for :func:`_optimizer_update`.  gb1, gb2 are written in both cases.
     Returns (the minibatch's loss, its cross-entropy alone), float64: the
     loss adds the L2 term.  A loss that is not <= limit (float64; non-finite,
-    or above reference.divergence_limit) leaves the parameters as they were:
-    the caller reports divergence.  Hd, Z, G, dA, W2T, gb1, gb2: scratch as
-    from :func:`_scratch`.
+    or above reference.divergence_limit) stops before the backward pass: the
+    parameters stay as they were and the caller reports divergence.
+    Hd, Z, G, dA, W2T: scratch as from :func:`_scratch`.
     """
     # The parts are called from here directly, not through a helper per
     # phase: numba re-optimises and re-emits every callee inside each caller,
@@ -356,38 +362,66 @@ def _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA,
     if not value <= limit:  # NaN compares False
         return value, xent
     _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
-    _w1_update(Xb, n, dA, W1, decay, -lr)
-    _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
-    _bias_update(lr, b1, b2, gb1, gb2)
+    if fused:
+        _w1_update(Xb, n, dA, W1, decay, -lr)
+        _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
+        _bias_update(lr, b1, b2, gb1, gb2)
+    else:
+        zero, one = W1.dtype.type(0), W1.dtype.type(1)
+        _w1_update(Xb, n, dA, gW1, zero, one)
+        _w2_update(Hd, n, G, gW2, zero, one)
     return value, xent
 
 
 @jit
-def _train_epoch(X, table, y, order, batch_size, lr, alpha, limit, W1, b1, W2, b2):
-    """One epoch of SGD in place on the kernel-form parameters.
+def _optimizer_update(opt, w, g, s1, s2, n_w1, n_b1, n_w2, lr, alpha, settings, t):
+    """One step of momentum, Nesterov momentum or Adam on a model packed in ``w``.
 
-    X (N, D) and table as for :func:`_gather`, y (N,) int64, order (N,) int64
-    permutation; lr, alpha of the model's dtype; limit float64, the largest
-    loss accepted (reference.divergence_limit).  Returns (mean minibatch loss
-    weighted by size, diverged).  On a loss that is non-finite or above limit
-    it stops before that minibatch's update.
+    The rules of :mod:`fastsoftmax.optimizers` (and of reference.update),
+    element by element.  w, g, s1, s2: 1-D, one model packed as
+    [W1, b1, W2, b2] (:func:`packed_views`): weights, the data part of the
+    gradient, and the state (v for momentum; m and v for Adam; s2 unused by
+    momentum).  n_w1, n_b1, n_w2: lengths of the first three parts; the L2
+    term ``alpha w`` joins the gradient of W1 and W2 only.  lr, alpha of the
+    model dtype; settings (4,) float64: momentum, beta1, beta2, epsilon;
+    t: the step count including this step (Adam's bias corrections).
+    Padding stays zero: zero weights with zero gradients get zero state and a
+    zero step (Adam: 0 / (0 + eps)).
     """
-    N = order.shape[0]
-    B = min(batch_size, N)
-    # Scratch, allocated once per epoch and reused by every minibatch.
-    rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1, W2)
-    gb1 = np.empty_like(b1)
-    gb2 = np.empty_like(b2)
-    decay = W1.dtype.type(1) - lr * alpha  # the dtype's: one compiled _tiles serves all
-    total = 0.0
-    for start in range(0, N, B):
-        n = _load_minibatch(X, table, order, start, B, rows, Xb)
-        value, _ = _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G,
-                         dA, W2T, gb1, gb2)
-        if not value <= limit:
-            return np.nan, True
-        total += value * n
-    return total / N, False
+    dt = w.dtype.type
+    zero = dt(0)
+    one = dt(1)
+    mu, b1, b2, eps = dt(settings[0]), dt(settings[1]), dt(settings[2]), dt(settings[3])
+    c1, c2 = one - b1, one - b2
+    # Bias corrections in float64, then rounded, as torch.optim.Adam does.
+    step_size = dt(float(lr) / (1.0 - settings[1] ** t))
+    bc2_sqrt = dt(np.sqrt(1.0 - settings[2] ** t))
+    ends = (n_w1, n_w1 + n_b1, n_w1 + n_b1 + n_w2, w.shape[0])
+    lo = 0
+    for part in range(4):
+        hi = ends[part]
+        l2 = alpha if part % 2 == 0 else zero  # W1 and W2 only: no L2 on biases
+        if opt == ADAM:
+            for i in range(lo, hi):
+                gi = g[i] + l2 * w[i]
+                m = b1 * s1[i] + c1 * gi
+                v = b2 * s2[i] + c2 * gi * gi
+                s1[i] = m
+                s2[i] = v
+                w[i] -= step_size * m / (np.sqrt(v) / bc2_sqrt + eps)
+        elif opt == NESTEROV:
+            for i in range(lo, hi):
+                gi = g[i] + l2 * w[i]
+                v = mu * s1[i] + gi
+                s1[i] = v
+                w[i] -= lr * (gi + mu * v)
+        else:  # MOMENTUM
+            for i in range(lo, hi):
+                gi = g[i] + l2 * w[i]
+                v = mu * s1[i] + gi
+                s1[i] = v
+                w[i] -= lr * v
+        lo = hi
 
 
 @jit
@@ -411,20 +445,30 @@ def packed_views(flat, off, Hp, Dp, K):
 
 @jit
 def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state, offs, hidden,
-                      K, alive, losses, xents):
-    """One epoch of SGD for P models that share the minibatch order, in place.
+                      K, alive, losses, xents, opts, settings, slots, steps):
+    """One epoch for P models that share the minibatch order, in place.
 
     Each minibatch is gathered once and trains every model in turn, so the
     gather and its trip to memory are paid once for all of them.  Every model
-    sees exactly the operations :func:`_train_epoch` would apply to it alone,
-    in the same order: the results are bit-identical to training it alone.
+    sees exactly the operations it would see alone (P = 1), in the same
+    order: the results are bit-identical to training it alone.
 
-    X, table, y, order as for :func:`_train_epoch`; lrs, alphas (P,) of the
-    model dtype; limits (P,) float64 as for :func:`_train_epoch`; state 1-D: model m packed at offs[m] (see :func:`packed_views`)
-    with hidden[m] (a multiple of HIDDEN_TILE) hidden units and K classes.
+    X (N, D): float of the model dtype with ``table`` None, or uint8 pixels
+    with ``table`` = pixel_table(dtype) (see :func:`_gather`); y (N,) int64;
+    order (N,) int64 permutation, minibatches its consecutive slices (the
+    last one smaller).  lrs, alphas (P,) of the model dtype; limits (P,)
+    float64, the largest loss accepted (reference.divergence_limit).
+    state 1-D: model m packed at offs[m] (see :func:`packed_views`) with
+    hidden[m] (a multiple of HIDDEN_TILE) hidden units and K classes.
+    opts (P,) int64: each model's rule (optimizers.SGD, MOMENTUM, NESTEROV,
+    ADAM); settings (P, 4) float64 (Optimizer.settings); slots (2, len(state))
+    of the model dtype, the optimiser state packed like ``state`` ((2, 0)
+    when every model is plain SGD, which keeps none); steps (P,) int64, in
+    and out, steps taken.
     alive (P,) bool, in and out: models marked False are skipped; a model whose
     loss diverges is marked False before that minibatch's update.
-    losses (P,) float64 out: mean loss, NaN for models not alive at the end.
+    losses (P,) float64 out: mean loss (cross-entropy + L2), each minibatch
+    weighted by its size; NaN for models not alive at the end.
     xents (P,) float64 out: the same mean of the cross-entropy alone (no L2
     term), comparable with a validation cross-entropy.
     """
@@ -443,8 +487,8 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     W1w, b1w, W2w, b2w = packed_views(state, offs[widest], hidden[widest], Dp, K)
     rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1w, W2w)
     hd, da, w2t = Hd.ravel(), dA.ravel(), W2T.ravel()
-    gb1 = np.empty_like(b1w)
-    gb2 = np.empty_like(b2w)
+    # The gradient, packed as one model is: plain SGD uses only its biases.
+    grad = np.empty(packed_size(hidden[widest], Dp, K), state.dtype)
     total = np.zeros(P)
     total_xent = np.zeros(P)
     for start in range(0, N, B):
@@ -453,18 +497,27 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
             if not alive[m]:
                 continue
             Hp = hidden[m]
-            W1, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
+            off = offs[m]
+            W1, b1, W2, b2 = packed_views(state, off, Hp, Dp, K)
+            gW1, gb1, gW2, gb2 = packed_views(grad, 0, Hp, Dp, K)
             lr, alpha = lrs[m], alphas[m]
             decay = state.dtype.type(1) - lr * alpha
+            fused = opts[m] == SGD
             value, xent = _step(Xb, y, rows, n, lr, alpha, decay, limits[m], W1, b1, W2, b2,
                                 hd[:Bp * Hp].reshape(Bp, Hp), Z, G,
                                 da[:Bp * Hp].reshape(Bp, Hp), w2t[:Kp * Hp].reshape(Kp, Hp),
-                                gb1[:Hp], gb2)
-            if value <= limits[m]:
-                total[m] += value * n
-                total_xent[m] += xent * n
-            else:
+                                gW1, gb1, gW2, gb2, fused)
+            if not value <= limits[m]:
                 alive[m] = False
+                continue
+            steps[m] += 1
+            if not fused:
+                size = packed_size(Hp, Dp, K)
+                _optimizer_update(opts[m], state[off:off + size], grad[:size],
+                                  slots[0, off:off + size], slots[1, off:off + size],
+                                  Dp * Hp, Hp, Hp * Kp, lr, alpha, settings[m], steps[m])
+            total[m] += value * n
+            total_xent[m] += xent * n
     for m in range(P):
         losses[m] = total[m] / N if alive[m] else np.nan
         xents[m] = total_xent[m] / N if alive[m] else np.nan
@@ -478,14 +531,8 @@ def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     for i in range(n):
         rows[i] = i
     _gather(X, table, rows, n, Xb)
-    # _step's phases, with the weight gradients written out instead of applied
-    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
-    value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
-    value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
-    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
-    zero, one = W1.dtype.type(0), W1.dtype.type(1)
-    _w1_update(Xb, n, dA, gW1, zero, one)
-    _w2_update(Hd, n, G, gW2, zero, one)
+    value, _ = _step(Xb, y, rows, n, W1.dtype.type(0), alpha, W1.dtype.type(1), np.inf,
+                     W1, b1, W2, b2, Hd, Z, G, dA, W2T, gW1, gb1, gW2, gb2, False)
     gW1 += alpha * W1
     gW2 += alpha * W2
     return value
@@ -589,28 +636,34 @@ def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
 
 
 def sgd_step(params: Params, X: np.ndarray, y: np.ndarray, learning_rate: float,
-             alpha: float, limit: float = np.inf) -> tuple[float, Params]:
+             alpha: float, limit: float = np.inf, optimizer: Optimizer | None = None,
+             state: OptimizerState | None = None) -> tuple[float, Params]:
     """Kernel version of :func:`fastsoftmax.reference.sgd_step`."""
     n = X.shape[0]
-    params, loss, _ = train_epoch(params, X, y, np.arange(n), n, learning_rate, alpha, limit)
+    params, loss, _ = train_epoch(params, X, y, np.arange(n), n, learning_rate, alpha, limit,
+                                  optimizer, state)
     return loss, params
 
 
 def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
                 batch_size: int, learning_rate: float, alpha: float,
-                limit: float = np.inf) -> tuple[Params, float, bool]:
+                limit: float = np.inf, optimizer: Optimizer | None = None,
+                state: OptimizerState | None = None) -> tuple[Params, float, bool]:
     """Kernel version of :func:`fastsoftmax.reference.train_epoch`."""
-    k = to_kernel(params)
-    loss, diverged = _train_epoch(X, table_for(X, params.dtype), np.asarray(y, np.int64),
-                                  np.asarray(order, np.int64),
-                                  batch_size, _scalar(params, learning_rate),
-                                  _scalar(params, alpha), float(limit), *k)
-    return from_kernel(*k, *params.shape[:2]), float(loss), bool(diverged)
+    out, losses, diverged = train_epoch_many(
+        [params], X, y, order, batch_size, [learning_rate], [alpha], [limit],
+        None if optimizer is None else [optimizer], None if state is None else [state])
+    return out[0], losses[0], diverged[0]
 
 
 def offsets(sizes) -> np.ndarray:
     """Start of each of several blocks of the given sizes laid end to end, (n,) int64."""
     return np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+
+def _flat(params: Params) -> np.ndarray:
+    """One model in kernel form as one 1-D array [W1, b1, W2, b2] (see packed_views)."""
+    return np.concatenate([a.ravel() for a in to_kernel(params)])
 
 
 def pack(params: list[Params]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -620,33 +673,78 @@ def pack(params: list[Params]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     starts, hidden (P,) int64 padded hidden sizes); :func:`packed_views` of
     (state, offs[m], hidden[m], ...) gives model m's kernel-form arrays.
     """
-    parts = [np.concatenate([a.ravel() for a in to_kernel(p)]) for p in params]
+    parts = [_flat(p) for p in params]
     hidden = np.array([pad_hidden(p.shape[1]) for p in params], np.int64)
     return np.concatenate(parts), offsets([q.size for q in parts]), hidden
 
 
+def unpack(flat: np.ndarray, off: int, hidden: int, shape) -> Params:
+    """The model packed in ``flat`` at ``off`` (padded hidden size ``hidden``) as Params
+    (fresh arrays) of ``shape`` = (n_features, n_hidden, n_classes)."""
+    D, H, K = shape
+    return from_kernel(*packed_views(flat, off, hidden, pad_features(D), K), D, H)
+
+
+def pack_slots(params: list[Params], offs: np.ndarray, states: list[OptimizerState]
+               ) -> np.ndarray:
+    """The optimiser states of packed models, laid out as :func:`pack` lays the models.
+
+    Returns (2, n) of the models' dtype, n the packed length: row j holds
+    every model's slot j (zeros where a model keeps fewer); (2, 0) when no
+    model keeps any state (plain SGD).
+    """
+    dtype = params[0].dtype
+    if not any(st.slots for st in states):
+        return np.zeros((2, 0), dtype)
+    n = int(offs[-1]) + _flat(params[-1]).size
+    rows = np.zeros((2, n), dtype)
+    for off, st in zip(offs, states):
+        for j, slot in enumerate(st.slots):
+            part = _flat(slot.astype(dtype))
+            rows[j, off:off + part.size] = part
+    return rows
+
+
+def settings_of(optimizers: list[Optimizer]) -> tuple[np.ndarray, np.ndarray]:
+    """The kernels' (opts (P,) int64, settings (P, 4) float64) of P optimisers."""
+    return (np.array([o.code for o in optimizers], np.int64),
+            np.array([o.settings(np.float64) for o in optimizers]).reshape(-1, 4))
+
+
 def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: np.ndarray,
-                     batch_size: int, learning_rates, alphas,
-                     limits=None) -> tuple[list[Params], list[float], list[bool]]:
+                     batch_size: int, learning_rates, alphas, limits=None, optimizers=None,
+                     states=None) -> tuple[list[Params], list[float], list[bool]]:
     """:func:`train_epoch` for several models at once, sharing ``order``.
 
     params: P models of one dtype and one (D, K), any hidden sizes; learning_rates,
-    alphas, limits (default: none): P values each.  Returns the P trained models (fresh arrays), their
-    losses and whether each diverged, exactly as P calls of :func:`train_epoch`.
+    alphas, limits (default: none), optimizers (default: plain SGD): P values
+    each; states: P OptimizerState (default: fresh), advanced in place.
+    Returns the P trained models (fresh arrays), their losses and whether each
+    diverged, exactly as P calls of :func:`train_epoch`.
     """
+    P = len(params)
     D, _, K = params[0].shape
     dtype = params[0].dtype
+    optimizers = [Optimizer()] * P if optimizers is None else [o or Optimizer()
+                                                               for o in optimizers]
+    if states is None:
+        states = [init_state(o, p) for o, p in zip(optimizers, params)]
     state, offs, hidden = pack(params)
-    alive = np.ones(len(params), np.bool_)
-    losses = np.empty(len(params))
-    limits = np.full(len(params), np.inf) if limits is None else np.asarray(limits, np.float64)
+    slots = pack_slots(params, offs, states)
+    steps = np.array([st.step for st in states], np.int64)
+    opts, settings = settings_of(optimizers)
+    alive = np.ones(P, np.bool_)
+    losses = np.empty(P)
+    limits = np.full(P, np.inf) if limits is None else np.asarray(limits, np.float64)
     _train_epoch_many(X, table_for(X, dtype), np.asarray(y, np.int64),
                       np.asarray(order, np.int64), batch_size,
                       np.asarray(learning_rates, dtype), np.asarray(alphas, dtype), limits,
-                      state, offs, hidden, K, alive, losses, np.empty(len(params)))
-    Dp = pad_features(D)
-    out = [from_kernel(*packed_views(state, offs[m], hidden[m], Dp, K), D, p.shape[1])
-           for m, p in enumerate(params)]
+                      state, offs, hidden, K, alive, losses, np.empty(P), opts, settings,
+                      slots, steps)
+    out = [unpack(state, offs[m], hidden[m], p.shape) for m, p in enumerate(params)]
+    for m, (p, st) in enumerate(zip(params, states)):
+        st.slots = [unpack(slots[j], offs[m], hidden[m], p.shape) for j in range(len(st.slots))]
+        st.step = int(steps[m])
     return out, [float(v) for v in losses], [not a for a in alive]
 
 

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .optimizers import ADAM, SGD, Optimizer, OptimizerState, init_state
 from .params import Params
 
 
@@ -111,28 +112,67 @@ def diverged(value: float, limit: float) -> bool:
     return not value <= limit  # NaN compares False
 
 
+def update(params: Params, grads: Params, learning_rate: float, optimizer: Optimizer,
+           state: OptimizerState) -> Params:
+    """theta after one step of ``optimizer`` (see :mod:`fastsoftmax.optimizers`).
+
+    grads: the gradient with its L2 term (as :func:`backward` gives it).
+    state: advanced in place (its slots replaced, its step counted).
+    Arithmetic is in the params' dtype, the settings rounded to it.
+    """
+    dt = params.dtype.type
+    lr = dt(learning_rate)
+    state.step += 1
+    if optimizer.code == SGD:
+        return Params(*(p - lr * g for p, g in zip(params, grads)))
+    if optimizer.code == ADAM:
+        b1, b2, eps = dt(optimizer.beta1), dt(optimizer.beta2), dt(optimizer.epsilon)
+        m = Params(*(b1 * m + (1 - b1) * g for m, g in zip(state.slots[0], grads)))
+        v = Params(*(b2 * v + (1 - b2) * g * g for v, g in zip(state.slots[1], grads)))
+        state.slots = [m, v]
+        # The bias corrections in float64, then rounded, as torch.optim.Adam does.
+        step_size = dt(float(lr) / (1 - optimizer.beta1 ** state.step))
+        bc2_sqrt = dt(np.sqrt(1 - optimizer.beta2 ** state.step))
+        return Params(*(p - step_size * m_ / (np.sqrt(v_) / bc2_sqrt + eps)
+                        for p, m_, v_ in zip(params, m, v)))
+    mu = dt(optimizer.momentum)
+    v = Params(*(mu * v + g for v, g in zip(state.slots[0], grads)))
+    state.slots = [v]
+    if optimizer.nesterov:
+        return Params(*(p - lr * (g + mu * v_) for p, g, v_ in zip(params, grads, v)))
+    return Params(*(p - lr * v_ for p, v_ in zip(params, v)))
+
+
 def sgd_step(params: Params, X: np.ndarray, y: np.ndarray, learning_rate: float,
-             alpha: float, limit: float = np.inf) -> tuple[float, Params]:
-    """One plain SGD step on the minibatch X, y.
+             alpha: float, limit: float = np.inf, optimizer: Optimizer | None = None,
+             state: OptimizerState | None = None) -> tuple[float, Params]:
+    """One step of ``optimizer`` (default: plain SGD) on the minibatch X, y.
 
     Returns the loss at the incoming parameters and the updated parameters
-    ``theta - learning_rate * grad``.  A loss that has diverged (non-finite,
-    or above ``limit``: see :func:`divergence_limit`) leaves the parameters
-    as they were: the caller stops there.
+    (for SGD ``theta - learning_rate * grad``; see :func:`update`).  A loss
+    that has diverged (non-finite, or above ``limit``: see
+    :func:`divergence_limit`) leaves the parameters and ``state`` as they
+    were: the caller stops there.  ``state`` (default: fresh) is advanced in
+    place.
     """
+    optimizer = optimizer or Optimizer()
     value, grads = loss_and_grads(params, X, y, alpha)
     if diverged(value, limit):
         return value, params
-    lr = params.dtype.type(learning_rate)
-    return value, Params(*(p - lr * g for p, g in zip(params, grads)))
+    if state is None:
+        state = init_state(optimizer, params)
+    return value, update(params, grads, learning_rate, optimizer, state)
 
 
 def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
                 batch_size: int, learning_rate: float, alpha: float,
-                limit: float = np.inf) -> tuple[Params, float, bool]:
+                limit: float = np.inf, optimizer: Optimizer | None = None,
+                state: OptimizerState | None = None) -> tuple[Params, float, bool]:
     """One epoch: minibatches are consecutive slices of ``order`` (n,).
 
     The last, smaller minibatch is used and averaged over its own size.
+    ``optimizer`` defaults to plain SGD; ``state`` (its state, default
+    fresh) is advanced in place, step by step.
 
     Returns
     -------
@@ -141,13 +181,17 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
     diverged : bool, True if a minibatch loss was non-finite or above
         ``limit`` (training stopped before that minibatch's update)
     """
+    optimizer = optimizer or Optimizer()
+    if state is None:
+        state = init_state(optimizer, params)
     n = order.shape[0]
     total = 0.0
     # Overflow is how divergence shows; it is reported by the returned flag.
     with np.errstate(over="ignore", invalid="ignore"):
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            value, params = sgd_step(params, X[idx], y[idx], learning_rate, alpha, limit)
+            value, params = sgd_step(params, X[idx], y[idx], learning_rate, alpha, limit,
+                                     optimizer, state)
             if diverged(value, limit):
                 return params, float("nan"), True
             total += value * len(idx)

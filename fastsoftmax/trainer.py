@@ -16,6 +16,7 @@ import numpy as np
 from . import kernels, reference
 from .checks import (check_dtype, check_nonnegative_float, check_params, check_positive_float,
                      check_positive_int, check_X, check_y, pixels_to_float)
+from .optimizers import Optimizer, OptimizerState, init_state, make_optimizer
 from .params import Params, init_params, minibatch_orders
 
 BACKENDS = ("numba", "numpy")
@@ -50,11 +51,15 @@ class TrainResult:
         :func:`fastsoftmax.reference.divergence_limit` (100 times the loss of
         a chance-level model at the starting weights); training stopped
         there, before that minibatch's update
+    optimizer_state : OptimizerState, the optimiser's state at the end
+        (momentum's velocity, Adam's moments and step count): pass it back
+        with ``params`` to continue exactly where this run stopped
     """
 
     params: Params
     history: History
     diverged: bool
+    optimizer_state: OptimizerState = field(default_factory=OptimizerState)
 
 
 def _check_backend(backend) -> str:
@@ -64,25 +69,42 @@ def _check_backend(backend) -> str:
 
 
 class _Engine:
-    """One backend's epoch and evaluation functions on one model.
+    """One backend's epoch and evaluation functions on one model and its optimiser.
 
     X may be uint8 pixels for either backend: the kernels scale them as they
-    read them; the reference gets them scaled once, up front.
+    read them; the reference gets them scaled once, up front.  The kernels
+    keep the model and the optimiser state packed (kernels.pack) from epoch to
+    epoch: converted once at the start, and back only when asked for.
     """
 
-    def __init__(self, backend: str, params: Params):
+    def __init__(self, backend: str, params: Params, optimizer: Optimizer | None = None,
+                 state: OptimizerState | None = None):
         self.backend = backend
         self.dtype = params.dtype
-        self.shape = params.shape[:2]  # (n_features, n_hidden), without the kernels' padding
+        self.shape = params.shape  # (n_features, n_hidden, n_classes), without padding
+        self.optimizer = optimizer or Optimizer()
+        state = init_state(self.optimizer, params) if state is None else state.copy()
         if backend == "numba":
-            self.state = kernels.to_kernel(params)
+            self.flat, self.offs, self.hidden = kernels.pack([params])
+            self.slots = kernels.pack_slots([params], self.offs, [state])
+            self.n_slots = len(state.slots)
+            self.steps = np.array([state.step], np.int64)
+            self.opts, self.settings = kernels.settings_of([self.optimizer])
         else:
             self.state = params.copy()
+            self.opt_state = state
 
     def params(self) -> Params:
         if self.backend == "numba":
-            return kernels.from_kernel(*self.state, *self.shape)
+            return kernels.unpack(self.flat, 0, self.hidden[0], self.shape)
         return self.state
+
+    def optimizer_state(self) -> OptimizerState:
+        """The optimiser's state now (fresh arrays)."""
+        if self.backend == "numba":
+            return OptimizerState([kernels.unpack(self.slots[j], 0, self.hidden[0], self.shape)
+                                   for j in range(self.n_slots)], int(self.steps[0]))
+        return self.opt_state.copy()
 
     def data(self, X):
         """X as this backend takes it (checked already, maybe uint8)."""
@@ -93,13 +115,18 @@ class _Engine:
     def epoch(self, X, y, order, batch_size, lr, alpha, limit):
         """One epoch; limit: the largest minibatch loss accepted (divergence_limit)."""
         if self.backend == "numba":
-            dt = self.dtype.type
-            loss, diverged = kernels._train_epoch(X, kernels.table_for(X, self.dtype), y, order,
-                                                  batch_size, dt(lr), dt(alpha), float(limit),
-                                                  *self.state)
-            return float(loss), bool(diverged)
-        self.state, loss, diverged = reference.train_epoch(self.state, X, y, order,
-                                                           batch_size, lr, alpha, limit)
+            dt = self.dtype
+            alive = np.ones(1, np.bool_)
+            losses = np.empty(1)
+            kernels._train_epoch_many(X, kernels.table_for(X, dt), y, order, batch_size,
+                                      np.array([lr], dt), np.array([alpha], dt),
+                                      np.array([limit], np.float64), self.flat, self.offs,
+                                      self.hidden, self.shape[2], alive, losses, np.empty(1),
+                                      self.opts, self.settings, self.slots, self.steps)
+            return float(losses[0]), not alive[0]
+        self.state, loss, diverged = reference.train_epoch(
+            self.state, X, y, order, batch_size, lr, alpha, limit, self.optimizer,
+            self.opt_state)
         return loss, diverged
 
     def evaluate(self, X, y, alpha):
@@ -107,11 +134,33 @@ class _Engine:
         return mod.evaluate(self.params(), X, y, alpha)
 
 
+def check_optimizer_state(state, optimizer: Optimizer, params: Params,
+                          name: str = "optimizer_state") -> OptimizerState:
+    """``state`` checked against the rule and the model: ValueError naming it otherwise."""
+    if not isinstance(state, OptimizerState):
+        raise ValueError(f"{name} must be an OptimizerState (TrainResult.optimizer_state), "
+                         f"got {type(state).__name__}")
+    if len(state.slots) != optimizer.n_slots:
+        raise ValueError(f"{name} holds {len(state.slots)} state arrays but optimizer "
+                         f"{optimizer.name!r} keeps {optimizer.n_slots}: it belongs to "
+                         "another optimizer")
+    for slot in state.slots:
+        if not isinstance(slot, Params) or [a.shape for a in slot] != [a.shape for a in params]:
+            raise ValueError(f"{name} is shaped for another model than params")
+    step = state.step
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) \
+            or step < 0:
+        raise ValueError(f"{name}.step must be an integer >= 0, got {step!r}")
+    return OptimizerState([slot.astype(params.dtype) for slot in state.slots], int(step))
+
+
 def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: float = 0.05,
           epochs: int = 5, alpha: float = 1e-4, seed: int = 0, dtype=np.float32,
           backend: str = "numba", X_val=None, y_val=None, params: Params | None = None,
-          n_classes: int = 10) -> TrainResult:
-    """Train the two-layer softmax network with minibatch SGD.
+          n_classes: int = 10, optimizer: str = "sgd", momentum: float = 0.9,
+          nesterov: bool = False, beta1: float = 0.9, beta2: float = 0.999,
+          epsilon: float = 1e-8, optimizer_state: OptimizerState | None = None) -> TrainResult:
+    """Train the two-layer softmax network with minibatch SGD, momentum or Adam.
 
     Parameters
     ----------
@@ -129,10 +178,18 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
     X_val, y_val : optional validation set, evaluated after every epoch
     params : optional Params to start from instead of a fresh initialisation
     n_classes : number of output classes (10 for Fashion-MNIST)
+    optimizer : "sgd" (default: plain SGD), "momentum" or "adam"; the update
+        rules are in :mod:`fastsoftmax.optimizers`
+    momentum : float in [0, 1), for "momentum" (0.9)
+    nesterov : bool, Nesterov's momentum (for "momentum"; default False, as torch)
+    beta1, beta2 : floats in [0, 1), Adam's moment decay rates (0.9, 0.999)
+    epsilon : float > 0, Adam's epsilon (1e-8)
+    optimizer_state : optional OptimizerState to continue from (a previous
+        TrainResult's, with its params); default: fresh (zero) state
 
     Returns
     -------
-    TrainResult with params, history and diverged.
+    TrainResult with params, history, diverged and optimizer_state.
     """
     dtype = check_dtype(dtype)
     backend = _check_backend(backend)
@@ -141,6 +198,7 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
     epochs = check_positive_int(epochs, "epochs")
     alpha = check_nonnegative_float(alpha, "alpha")
     n_classes = check_positive_int(n_classes, "n_classes")
+    opt = make_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
     if params is None:
         hidden_size = check_positive_int(hidden_size, "hidden_size")
         n_features = None
@@ -157,11 +215,15 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
         X_val = check_X(X_val, dtype, X.shape[1], name="X_val", keep_pixels=True)
         y_val = check_y(y_val, X_val.shape[0], n_classes, name="y_val")
     if params is None:
+        if optimizer_state is not None:
+            raise ValueError("optimizer_state needs the params it belongs to: pass params too")
         params = init_params(X.shape[1], hidden_size, n_classes, seed=seed, dtype=dtype)
+    if optimizer_state is not None:
+        optimizer_state = check_optimizer_state(optimizer_state, opt, params)
     orders = minibatch_orders(X.shape[0], epochs, seed)
     limit = reference.divergence_limit(params, alpha, n_classes)
 
-    engine = _Engine(backend, params)
+    engine = _Engine(backend, params, opt, optimizer_state)
     X = engine.data(X)
     if X_val is not None:
         X_val = engine.data(X_val)
@@ -178,7 +240,7 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
             history.val_loss.append(val_loss)
             history.val_accuracy.append(val_acc)
         history.seconds.append(time.perf_counter() - t0)
-    return TrainResult(engine.params(), history, diverged)
+    return TrainResult(engine.params(), history, diverged, engine.optimizer_state())
 
 
 def _prepare(params, X, n_features_name="X"):

@@ -5,6 +5,7 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import kernels, reference as ref
+from fastsoftmax.optimizers import init_state, make_optimizer
 
 from conftest import RTOL, assert_params_close, make_data, rel_err
 
@@ -131,22 +132,34 @@ def test_divergence_stops_before_the_bad_update():
     np.testing.assert_allclose(np.abs(k_params.W1).max(), np.abs(r_params.W1).max(), rtol=1e-3)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_padding_is_exact(dtype):
+def test_padding_is_exact(dtype, optimizer):
     """Hidden sizes, feature counts and minibatches that are not multiples of
     the tiles train exactly as the unpadded reference: the pad units and
-    features stay exactly zero."""
+    features, and the optimiser's state for them, stay exactly zero."""
     X, y = make_data(50, n_features=31, dtype=dtype)
     params = fs.init_params(31, 3, 10, seed=0, dtype=dtype)
-    W1, b1, W2, b2 = kernels.to_kernel(params)
-    assert W1.shape == (kernels.pad_features(31), kernels.pad_hidden(3))
-    assert W1.shape[0] > 31 and W1.shape[1] > 3
-    kernels._train_epoch(X, None, y, np.arange(50), 7, dtype(0.1), dtype(0.01), np.inf, W1, b1,
-                         W2, b2)
-    assert not W1[31:].any() and not W1[:, 3:].any()
-    assert not b1[3:].any() and not W2[3:].any()
-    ref, _, _ = fs.reference.train_epoch(params, X, y, np.arange(50), 7, 0.1, 0.01)
-    assert_params_close(kernels.from_kernel(W1, b1, W2, b2, 31, 3), ref, dtype)
+    opt = make_optimizer(optimizer)
+    state = init_state(opt, params)
+    flat, offs, hidden = kernels.pack([params])
+    slots = kernels.pack_slots([params], offs, [state])
+    opts, settings = kernels.settings_of([opt])
+    kernels._train_epoch_many(X, None, y, np.arange(50), 7, np.array([0.1], dtype),
+                              np.array([0.01], dtype), np.full(1, np.inf), flat, offs, hidden,
+                              10, np.ones(1, np.bool_), np.empty(1), np.empty(1), opts, settings,
+                              slots, np.zeros(1, np.int64))
+    Dp = kernels.pad_features(31)
+    for arrays in (flat, *slots[:opt.n_slots]):
+        W1, b1, W2, b2 = kernels.packed_views(arrays, 0, hidden[0], Dp, 10)
+        assert W1.shape == (Dp, kernels.pad_hidden(3))
+        assert W1.shape[0] > 31 and W1.shape[1] > 3
+        assert not W1[31:].any() and not W1[:, 3:].any()
+        assert not b1[3:].any() and not W2[3:].any() and not W2[:, 10:].any()
+    assert slots.shape[0] == 2 and slots.shape[1] == (flat.size if opt.n_slots else 0)
+    ref, _, _ = fs.reference.train_epoch(params, X, y, np.arange(50), 7, 0.1, 0.01, np.inf,
+                                         opt, init_state(opt, params))
+    assert_params_close(kernels.unpack(flat, 0, hidden[0], params.shape), ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
