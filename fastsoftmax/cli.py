@@ -49,6 +49,7 @@ def _list(kind, name):
         except ValueError:
             raise argparse.ArgumentTypeError(
                 f"{name}: {text!r} is not a list of {'integers' if kind is int else 'numbers'}")
+
     return parse
 
 
@@ -61,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, axis, kind in (("--batch-sizes", "batch_size", int),
                              ("--learning-rates", "learning_rate", float),
                              ("--epochs", "epochs", int), ("--alphas", "alpha", float),
-                             ("--hidden-sizes", "hidden_size", int)):
+                             ("--hidden-sizes", "hidden_size", int),
+                             ("--optimizers", "optimizer", str)):
         p.add_argument(flag, dest=axis, type=_list(kind, flag),
-                       help=f"comma-separated values overriding the preset's {axis}")
+                       help=f"comma-separated values overriding the preset's {axis}"
+                       + (" (sgd, momentum, nesterov, adam; default settings: momentum 0.9, "
+                          "Adam's betas 0.9, 0.999 and epsilon 1e-8)" if kind is str else ""))
     p.add_argument("--sample", type=int, metavar="N",
                    help="run N distinct configurations drawn at random from the grid")
     p.add_argument("--seed", type=int, default=0,
@@ -176,6 +180,15 @@ def _read_records(path: Path) -> list[Record]:
     return records
 
 
+def _with_optimizers(meta: dict) -> dict:
+    """sweep.json's meta with every configuration's optimizer spelled out: a sweep
+    from before the optimizer axis trained plain SGD, and resumes as such."""
+    try:
+        return dict(meta, configs=[gridmod.Config(**c).as_dict() for c in meta["configs"]])
+    except (KeyError, TypeError):
+        return meta  # not comparable: the caller names the difference
+
+
 def _prepare_out(out: Path, meta: dict) -> list[Record]:
     """Create or resume a results directory; refuse one from another sweep."""
     meta_path = out / "sweep.json"
@@ -188,6 +201,7 @@ def _prepare_out(out: Path, meta: dict) -> list[Record]:
         if why is not None:
             raise UsageError(f"--out {out} holds {why}; refusing to mix results "
                              f"(use another --out)")
+        old = _with_optimizers(old)
         if old != meta:
             diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
             raise UsageError(f"--out {out} holds a sweep with different {', '.join(diff)}; "
@@ -202,29 +216,29 @@ def _prepare_out(out: Path, meta: dict) -> list[Record]:
 
 # The CSV's header names each loss for what it is: Record.train_loss and
 # val_loss are both the mean cross-entropy (comparable), train_objective adds L2.
-COLUMNS = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size",
+COLUMNS = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size", "optimizer",
            "train_cross_entropy", "val_cross_entropy", "train_objective", "val_accuracy",
            "seconds", "diverged")
 
 TABLE_LEGEND = ("train_ce, val_ce: mean cross-entropy (no L2 term) over the last epoch's "
                 "minibatches and on the validation set; objective: train_ce + "
-                "(alpha/2)(||W1||^2 + ||W2||^2), what SGD minimised")
+                "(alpha/2)(||W1||^2 + ||W2||^2), what the optimiser minimised")
 
 
 def _row(r: Record):
     c = r.config
-    return (c.batch_size, c.learning_rate, c.epochs, c.alpha, c.hidden_size, r.train_loss,
-            r.val_loss, r.train_objective, r.val_accuracy, r.seconds, r.diverged)
+    return (c.batch_size, c.learning_rate, c.epochs, c.alpha, c.hidden_size, c.optimizer,
+            r.train_loss, r.val_loss, r.train_objective, r.val_accuracy, r.seconds, r.diverged)
 
 
 def format_table(records: list[Record]) -> str:
     """The records, one line each, in the order given, and a legend for the losses."""
     lines = [f"{'batch':>5} {'lr':>8} {'epochs':>6} {'alpha':>8} {'hidden':>6} "
-             f"{'train_ce':>8} {'val_ce':>8} {'objective':>9} {'val_acc':>7} {'seconds':>7} "
-             "diverged"]
+             f"{'optimizer':>9} {'train_ce':>8} {'val_ce':>8} {'objective':>9} {'val_acc':>7} "
+             f"{'seconds':>7} diverged"]
     for r in records:
-        b, lr, e, a, h, tl, vl, ob, va, s, d = _row(r)
-        lines.append(f"{b:>5} {lr:>8.3g} {e:>6} {a:>8.3g} {h:>6} {tl:>8.4f} {vl:>8.4f} "
+        b, lr, e, a, h, o, tl, vl, ob, va, s, d = _row(r)
+        lines.append(f"{b:>5} {lr:>8.3g} {e:>6} {a:>8.3g} {h:>6} {o:>9} {tl:>8.4f} {vl:>8.4f} "
                      f"{ob:>9.4f} {va:>7.4f} {s:>7.2f} {'yes' if d else 'no'}")
     lines.append(TABLE_LEGEND)
     return "\n".join(lines)
@@ -464,6 +478,7 @@ def _main(args) -> int:
         c = best.config
         print(f"\nbest: batch_size={c.batch_size} learning_rate={c.learning_rate:g} "
               f"epochs={c.epochs} alpha={c.alpha:g} hidden_size={c.hidden_size} "
+              f"optimizer={c.optimizer} "
               f"(val accuracy {best.val_accuracy:.4f})")
         print(f"test: loss {test_loss:.4f}, accuracy {test_acc:.4f}")
         print("per class: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
@@ -500,7 +515,8 @@ def _saved_best(out: Path, previous: dict, best: Record, n_features: int, dtype)
         params = load_params(out / "best_params.npz")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    same = all(saved.get(k) == v for k, v in best.config.as_dict().items())
+    same = all(saved.get(k, "sgd" if k == "optimizer" else None) == v
+               for k, v in best.config.as_dict().items())
     c = best.config
     if not same or params.shape != (n_features, c.hidden_size, len(CLASS_NAMES)) or params.dtype != dtype:
         return None

@@ -27,10 +27,13 @@ from . import reference
 from .atomic import atomic_open
 from .checks import (check_dtype, check_nonnegative_float, check_positive_float,
                      check_positive_int)
+from .optimizers import OptimizerState, make_optimizer
 from .params import Params, _seed_streams, init_params
 from .trainer import _check_backend, _Engine, predict_proba as _predict_proba
 
-_FORMAT = "fastsoftmax.SoftmaxMLPClassifier/1"
+_FORMAT = "fastsoftmax.SoftmaxMLPClassifier/2"
+# Version 1 files (before the optimisers) hold plain-SGD models and no optimiser state.
+_FORMAT_1 = "fastsoftmax.SoftmaxMLPClassifier/1"
 
 
 def _check_bool(value, name):
@@ -109,7 +112,14 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden_size=40, batch_size=64, learning_rate=0.05, epochs=20,
                  alpha=1e-4, dtype="float32", backend="numba", random_state=None,
                  shuffle=True, verbose=False, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False):
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, optimizer="sgd",
+                 momentum=0.9, nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8):
+        self.optimizer = optimizer
+        self.momentum = momentum
+        self.nesterov = nesterov
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.epsilon = epsilon
         self.hidden_size = hidden_size
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -143,6 +153,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             early_stopping=_check_bool(self.early_stopping, "early_stopping"),
             n_iter_no_change=check_positive_int(self.n_iter_no_change, "n_iter_no_change"),
             warm_start=_check_bool(self.warm_start, "warm_start"),
+            optimizer=make_optimizer(self.optimizer, self.momentum, self.nesterov, self.beta1,
+                                     self.beta2, self.epsilon),
         )
         vf = check_positive_float(self.validation_fraction, "validation_fraction")
         if not vf < 1:
@@ -234,7 +246,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                                  dtype=h["dtype"])
             prior = (0, 0, [])
         _, order_rng = _seed_streams(seed)
-        run = self._run(h, params, X, yi, X_val, y_val, order_rng, h["epochs"],
+        # Like MLPClassifier, fit starts the optimiser afresh, warm_start or not.
+        run = self._run(h, params, None, X, yi, X_val, y_val, order_rng, h["epochs"],
                         stop_early=h["tol"] is not None)
         self._order_rng = order_rng  # partial_fit after fit continues this sequence
         return self._set_state(classes, prior, run, X.shape[0])
@@ -275,13 +288,20 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             order_rng = np.random.Generator(type(self._order_rng.bit_generator)())
             order_rng.bit_generator.state = self._order_rng.bit_generator.state
             prior = (self.n_iter_, self.t_, self.loss_curve_)
-        run = self._run(h, params, X, yi, None, None, order_rng, 1, stop_early=False)
+        # partial_fit continues the optimiser (velocity, moments, step count),
+        # unless the rule or its settings changed since (set_params).
+        state = None
+        if not first and self._optimizer == h["optimizer"]:
+            state = self._optimizer_state
+        run = self._run(h, params, state, X, yi, None, None, order_rng, 1, stop_early=False)
         self._order_rng = order_rng
         return self._set_state(classes, prior, run, X.shape[0])
 
-    def _run(self, h, params, X, y, X_val, y_val, order_rng, epochs, stop_early) -> dict:
-        """Train params for up to ``epochs`` epochs; return the new fitted state."""
-        engine = _Engine(h["backend"], params)
+    def _run(self, h, params, opt_state, X, y, X_val, y_val, order_rng, epochs,
+             stop_early) -> dict:
+        """Train params (with the optimiser's state, None: fresh) for up to ``epochs``
+        epochs; return the new fitted state."""
+        engine = _Engine(h["backend"], params, h["optimizer"], opt_state)
         loss_curve, scores = [], ([] if X_val is not None else None)
         best_loss, best_score, best_params, stale = np.inf, -np.inf, None, 0
         diverged = False
@@ -324,7 +344,10 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                               "loss stopped improving; more epochs may help", ConvergenceWarning,
                               stacklevel=3)
         params = best_params if best_params is not None else engine.params()
+        # With early stopping the weights go back to the best epoch's; the
+        # optimiser's state is the last epoch's (as MLPClassifier keeps it).
         return dict(params_=params, loss_curve=loss_curve, diverged_=diverged,
+                    _optimizer=h["optimizer"], _optimizer_state=engine.optimizer_state(),
                     best_loss_=None if scores is not None else float(best_loss),
                     validation_scores_=scores,
                     best_validation_score_=None if scores is None else float(best_score))
@@ -389,10 +412,15 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                     best_validation_score_=self.best_validation_score_,
                     diverged_=self.diverged_,
                     # so partial_fit on the loaded model continues the same minibatch orders
-                    order_rng=self._order_rng.bit_generator.state)
+                    order_rng=self._order_rng.bit_generator.state,
+                    # ...and the optimiser where it was (the slots are arrays below)
+                    optimizer=self._optimizer.as_dict(),
+                    optimizer_step=self._optimizer_state.step)
         if not isinstance(meta["hyperparameters"]["random_state"], (int, type(None))):
             meta["hyperparameters"]["random_state"] = None  # a RandomState is not portable
         arrays = dict(self.params_._asdict(), classes=classes, meta=np.asarray(json.dumps(meta)))
+        for j, slot in enumerate(self._optimizer_state.slots):
+            arrays.update({f"optimizer_slot{j}_{k}": a for k, a in slot._asdict().items()})
         if hasattr(self, "feature_names_in_"):
             arrays["feature_names_in"] = np.asarray(self.feature_names_in_.tolist())
         with atomic_open(path, "wb") as f:
@@ -405,18 +433,38 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         from .params import read_npz
 
         what = "a SoftmaxMLPClassifier file"
-        f = read_npz(path, what, ("meta", "classes", *Params._fields), ("feature_names_in",))
+        slot_names = [f"optimizer_slot{j}_{k}" for j in range(2) for k in Params._fields]
+        f = read_npz(path, what, ("meta", "classes", *Params._fields),
+                     ("feature_names_in", *slot_names))
         try:
             meta = json.loads(str(f["meta"]))
-            if meta.get("format") != _FORMAT:
+            if meta.get("format") not in (_FORMAT, _FORMAT_1):
                 raise KeyError("format")
             for key in ("hyperparameters", "diverged_", "best_loss_", "validation_scores_",
                         "best_validation_score_", "loss_curve_", "n_iter_", "t_", "order_rng"):
                 meta[key]
+            if meta["format"] == _FORMAT_1:  # plain SGD, which keeps no state
+                meta["hyperparameters"].setdefault("optimizer", "sgd")
+                step = 0
+            else:
+                step = meta["optimizer_step"]
+            optimizer = make_optimizer(*(meta["hyperparameters"].get(k, d) for k, d in (
+                ("optimizer", "sgd"), ("momentum", 0.9), ("nesterov", False), ("beta1", 0.9),
+                ("beta2", 0.999), ("epsilon", 1e-8))))
         except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise ValueError(f"{path}: not {what} (its meta is not this version's: "
                              f"{type(exc).__name__} {exc})") from None
         params = check_params(Params(*(f[k] for k in Params._fields)), name=str(path))
+        try:
+            slots = [check_params(Params(*(f[f"optimizer_slot{j}_{k}"] for k in Params._fields)),
+                                  params.dtype, name=f"{path}: optimizer state")
+                     for j in range(optimizer.n_slots)]
+        except KeyError as exc:
+            raise ValueError(f"{path}: not {what} (optimizer {optimizer.name!r} needs its "
+                             f"state, and {exc} is missing)") from None
+        if any(s.shape != params.shape for s in slots) or \
+                not isinstance(step, int) or step < 0:
+            raise ValueError(f"{path}: its optimizer state does not fit its weights")
         classes = f["classes"]
         names = f.get("feature_names_in")
         if classes.shape != (params.shape[2],):
@@ -434,6 +482,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         model.n_iter_, model.t_ = meta["n_iter_"], meta["t_"]
         model._order_rng = np.random.default_rng()
         model._order_rng.bit_generator.state = meta["order_rng"]
+        model._optimizer = optimizer
+        model._optimizer_state = OptimizerState(slots, step)
         return model
 
     def __sklearn_tags__(self):

@@ -57,7 +57,8 @@ def require_matplotlib() -> None:
 def label(config) -> str:
     """A configuration's grid point without its epoch count, short enough for a legend."""
     return (f"batch {config.batch_size}, lr {config.learning_rate:g}, "
-            f"alpha {config.alpha:g}, hidden {config.hidden_size}")
+            f"alpha {config.alpha:g}, hidden {config.hidden_size}"
+            + ("" if config.optimizer == "sgd" else f", {config.optimizer}"))
 
 
 def _results(source, needed_by: str | None = None) -> SweepResults | None:
@@ -225,7 +226,9 @@ def curves_grid(source):
         acc = best_acc.get(c.group_key)
         status = "diverged" if r.diverged and acc is None else (
             f"val acc {acc:.3f}" + (", then diverged" if r.diverged else ""))
-        ax.set_title(f"b{c.batch_size} lr {c.learning_rate:g} a {c.alpha:g} h{c.hidden_size}\n"
+        opt = "" if c.optimizer == "sgd" else f" {c.optimizer}"
+        ax.set_title(f"b{c.batch_size} lr {c.learning_rate:g} a {c.alpha:g} h{c.hidden_size}"
+                     f"{opt}\n"
                      f"{status}", fontsize="small")
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize="small")
@@ -244,7 +247,8 @@ def curves_grid(source):
 
 
 def accuracy_heatmaps(source):
-    """Validation accuracy over learning rate x alpha, one panel per hidden size x batch size.
+    """Validation accuracy over learning rate x alpha, one panel per hidden size x batch size
+    (and optimizer, where the grid has several).
 
     Each cell holds the best validation accuracy over the epoch counts tried
     (and, where epochs vary, the count that reached it); cells whose training
@@ -256,6 +260,7 @@ def accuracy_heatmaps(source):
     alphas = sorted({c.alpha for c in configs})
     hiddens = sorted({c.hidden_size for c in configs})
     batches = sorted({c.batch_size for c in configs})
+    optimizers = sorted({c.optimizer for c in configs})
     vary_epochs = len({c.epochs for c in configs}) > 1
     best: dict[tuple, tuple[float, int]] = {}
     diverged: set = set()
@@ -270,7 +275,8 @@ def accuracy_heatmaps(source):
     lo, hi = (min(finite), max(finite)) if finite else (0.0, 1.0)
     if hi - lo < 1e-3:
         lo, hi = lo - 0.005, hi + 0.005
-    rows, cols = len(hiddens), len(batches)
+    row_keys = [(h, o) for h in hiddens for o in optimizers]
+    rows, cols = len(row_keys), len(batches)
     cell = 0.95 if vary_epochs else 0.8
     fig = _figure(max(4.2, cols * (len(lrs) * cell + 1.3) + 1.2),
                   max(3.2, rows * (len(alphas) * 0.6 + 1.1) + 1.0))
@@ -278,20 +284,20 @@ def accuracy_heatmaps(source):
     from matplotlib import colormaps
     cmap = colormaps[SEQUENTIAL]
     image = None
-    for i, h in enumerate(hiddens):
+    for i, (h, o) in enumerate(row_keys):
         for j, b in enumerate(batches):
             ax = axes[i, j]
             grid = np.full((len(alphas), len(lrs)), np.nan)
             for yi, a in enumerate(alphas):
                 for xi, lr in enumerate(lrs):
-                    k = (b, lr, a, h)
+                    k = (b, lr, a, h, o)
                     if k in best:
                         grid[yi, xi] = best[k][0]
             image = ax.imshow(grid, cmap=cmap, vmin=lo, vmax=hi, origin="lower", aspect="auto")
             ax.set_facecolor("#f2f2f2")
             for yi, a in enumerate(alphas):
                 for xi, lr in enumerate(lrs):
-                    k = (b, lr, a, h)
+                    k = (b, lr, a, h, o)
                     if k in best:
                         v, e = best[k]
                         dark = (v - lo) / (hi - lo) < 0.55
@@ -310,7 +316,8 @@ def accuracy_heatmaps(source):
             ax.set_yticks(range(len(alphas)), [f"{v:g}" for v in alphas])
             ax.set_xlabel("learning rate")
             ax.set_ylabel("alpha (L2)")
-            ax.set_title(f"hidden {h}, batch {b}", fontsize="medium")
+            ax.set_title(f"hidden {h}, batch {b}" + (f", {o}" if len(optimizers) > 1 else ""),
+                         fontsize="medium")
     bar = fig.colorbar(image, ax=axes, shrink=0.9)
     bar.set_label("validation accuracy")
     fig.suptitle("validation accuracy" + (" (best over the epoch counts; ep: the count that "

@@ -183,9 +183,11 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
         out.append(("p", "Chosen by validation accuracy (ties: lower validation loss), then "
                          "evaluated once on the test set."))
         out.append(("table", (["batch size", "learning rate", "epochs", "alpha", "hidden units",
-                               "validation accuracy", "test accuracy", "test cross-entropy"],
+                               "optimizer", "validation accuracy", "test accuracy",
+                               "test cross-entropy"],
                               [[b["batch_size"], f"{b['learning_rate']:g}", b["epochs"],
-                                f"{b['alpha']:g}", b["hidden_size"], f"{b['val_accuracy']:.4f}",
+                                f"{b['alpha']:g}", b["hidden_size"], b.get("optimizer", "sgd"),
+                                f"{b['val_accuracy']:.4f}",
                                 f"{summary['test_accuracy']:.4f}",
                                 f"{summary['test_loss']:.4f}"]])))
         per_class = summary["test_per_class_accuracy"]
@@ -200,21 +202,23 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
     out.append(("p", "train cross-entropy: mean over the last epoch's minibatches; validation "
                      "cross-entropy: on the validation set after it; both without the L2 "
                      "term. objective: train cross-entropy + (alpha/2)(||W1||^2 + ||W2||^2), "
-                     "what SGD minimised. seconds: wall time of the configuration's training "
+                     "what the optimiser minimised. seconds: wall time of the configuration's training "
                      "(models trained together share it)."))
     rows = []
     for r in results.ranked():
         c = r.config
         f = (lambda v: "" if not np.isfinite(v) else f"{v:.4f}")
         rows.append([c.batch_size, f"{c.learning_rate:g}", c.epochs, f"{c.alpha:g}",
-                     c.hidden_size, f(r.train_loss), f(r.val_loss), f(r.train_objective),
+                     c.hidden_size, c.optimizer, f(r.train_loss), f(r.val_loss), f(r.train_objective),
                      f(r.val_accuracy), f"{r.seconds:.2f}", "yes" if r.diverged else "no"])
-    out.append(("table", (["batch", "lr", "epochs", "alpha", "hidden", "train cross-entropy",
+    out.append(("table", (["batch", "lr", "epochs", "alpha", "hidden", "optimizer",
+                           "train cross-entropy",
                            "val cross-entropy", "objective", "val accuracy", "seconds",
                            "diverged"], rows)))
     out.append(("h2", "The grid and settings"))
     configs = results.configs
-    axis_rows = [[axis, ", ".join(f"{v:g}" for v in sorted({getattr(c, axis) for c in configs}))]
+    axis_rows = [[axis, ", ".join(v if isinstance(v, str) else f"{v:g}"
+                                  for v in sorted({getattr(c, axis) for c in configs}))]
                  for axis in AXES]
     n_groups = len({c.group_key for c in configs})
     axis_rows += [["configurations", f"{n_all} ({n_groups} training runs: configurations "

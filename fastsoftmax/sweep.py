@@ -34,6 +34,7 @@ from ._jit import jit
 from .cpus import available_cpus
 from .grid import Config, assign_workers, group_configs, pack_groups
 from .interrupts import noted_interrupts
+from .optimizers import make_optimizer
 from .params import init_params, minibatch_orders
 
 
@@ -66,7 +67,7 @@ def seconds_per_cycle(c0: int, t0: float) -> float:
 @jit(parallel=True, cache=True)
 def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
            g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
-           c_group, c_epochs, c_off, snaps,
+           g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps,
            train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
            diverged, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
@@ -78,7 +79,9 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
     once for all (kernels._train_epoch_many).
     Per group g: batch size, lr, alpha (of the model dtype), the largest loss
     accepted (float64, reference.divergence_limit), padded hidden size,
-    epoch count, and the offset of its packed model in ``state`` (1-D).
+    epoch count, and the offset of its packed model in ``state`` (1-D);
+    its optimiser's code and settings (G, 4), and its optimiser state in
+    ``slots`` (2, len(state)), at the same offset ((2, 0) when all are SGD).
     Per configuration c: its group, epoch count, and the offset in ``snaps``
     where its model is copied when the group completes that epoch.
     Outputs per group: train_loss (the objective: cross-entropy + L2),
@@ -105,6 +108,7 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
             alive = np.ones(P, np.bool_)
             losses = np.empty(P)
             xents = np.empty(P)
+            steps = np.zeros(P, np.int64)
             started = _cycles()
             for m in range(P):
                 g_start[members[m]] = started
@@ -115,7 +119,8 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
                                           g_lr[members], g_alpha[members],
                                           g_limit[members], state,
                                           g_off[members], g_hidden[members], K, alive, losses,
-                                          xents)
+                                          xents, g_opt[members], g_settings[members], slots,
+                                          steps)
                 for m in range(P):
                     g = members[m]
                     if not alive[m]:
@@ -183,7 +188,9 @@ class Record:
         def num(v):
             return float("nan") if v is None else float(v)
         config = Config(int(d["batch_size"]), float(d["learning_rate"]), int(d["epochs"]),
-                        float(d["alpha"]), int(d["hidden_size"]))
+                        float(d["alpha"]), int(d["hidden_size"]),
+                        # records from before the optimizer axis are all plain SGD
+                        str(d.get("optimizer", "sgd")))
         history = {k: [num(x) for x in v] for k, v in d["history"].items()}
         if "train_objective" not in d or "train_objective" not in d["history"]:
             # Before it, train_loss held the objective: refuse rather than mislabel.
@@ -267,6 +274,9 @@ class Plan:
     g_off: np.ndarray
     state: np.ndarray
     g_size: np.ndarray  # length of each group's packed model in state
+    g_opt: np.ndarray
+    g_settings: np.ndarray
+    slots: np.ndarray  # (2, len(state)), or (2, 0) when every group is plain SGD
     c_group: np.ndarray
     c_epochs: np.ndarray
     c_off: np.ndarray
@@ -287,8 +297,11 @@ class Plan:
         members = self.packs[p]
         cis = [ci for ci, (gi, _) in enumerate(self.flat_configs) if gi in members]
         renumber = {gi: i for i, gi in enumerate(members)}
-        state = np.concatenate([self.state[self.g_off[g]:self.g_off[g] + self.g_size[g]]
-                                for g in members])
+        def part(flat):
+            return np.concatenate([flat[self.g_off[g]:self.g_off[g] + self.g_size[g]]
+                                   for g in members])
+        state = part(self.state)
+        slots = self.slots if self.slots.shape[1] == 0 else np.stack([part(r) for r in self.slots])
         c_size = [self.c_size[ci] for ci in cis]
         return Plan(
             flat_configs=[(renumber[self.flat_configs[ci][0]], self.flat_configs[ci][1])
@@ -299,7 +312,8 @@ class Plan:
             g_alpha=self.g_alpha[members], g_limit=self.g_limit[members],
             g_hidden=self.g_hidden[members], g_epochs=self.g_epochs[members],
             g_off=kernels.offsets(self.g_size[members]), state=state,
-            g_size=self.g_size[members],
+            g_size=self.g_size[members], g_opt=self.g_opt[members],
+            g_settings=self.g_settings[members], slots=slots,
             c_group=np.array([renumber[self.flat_configs[ci][0]] for ci in cis], np.int64),
             c_epochs=self.c_epochs[cis], c_off=kernels.offsets(c_size), c_size=c_size,
             g_cost=[self.g_cost[g] for g in members], packs=[list(range(len(members)))])
@@ -351,6 +365,10 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
     g_cost = [cost(c, N) for c in heads]
     packs = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size,
                         [size * dtype.itemsize for size in g_size], PACK_BYTES)
+    optimizers = [make_optimizer(c.optimizer) for c in heads]
+    g_opt, g_settings = kernels.settings_of(optimizers)
+    # Optimiser state starts at zero, laid out as the models are.
+    slots = np.zeros((2, state.size if any(o.n_slots for o in optimizers) else 0), dtype)
     return Plan(
         flat_configs=flat_configs, n_features=D,
         n_classes=K, dtype=dtype, epochs=max(c.epochs for c in configs),
@@ -360,8 +378,8 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
         g_limit=np.array([reference.divergence_limit(inits[c.hidden_size], c.alpha, K)
                           for c in heads]),
         g_hidden=g_hidden, g_epochs=np.array([c.epochs for c in heads], np.int64),
-        g_off=g_off, state=state, g_size=g_size,
-        c_group=np.array([gi for gi, _ in flat_configs], np.int64),
+        g_off=g_off, state=state, g_size=g_size, g_opt=g_opt, g_settings=g_settings,
+        slots=slots, c_group=np.array([gi for gi, _ in flat_configs], np.int64),
         c_epochs=np.array([c.epochs for _, c in flat_configs], np.int64),
         c_off=kernels.offsets(c_size), c_size=c_size, g_cost=g_cost, packs=packs)
 
@@ -371,7 +389,8 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
     """Run :func:`_sweep` on ``plan`` in place: worker w trains packs ``workers_plan[w]``."""
     _sweep(X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
            _rows_padded(plan.packs), plan.g_batch, plan.g_lr, plan.g_alpha, plan.g_limit,
-           plan.g_hidden, plan.g_epochs, plan.g_off, plan.state, plan.c_group, plan.c_epochs,
+           plan.g_hidden, plan.g_epochs, plan.g_off, plan.state, plan.g_opt, plan.g_settings,
+           plan.slots, plan.c_group, plan.c_epochs,
            plan.c_off, snaps, out.train_loss, out.train_xent, out.val_loss, out.val_acc,
            out.epoch_end, out.g_start, out.epochs_done, out.diverged, stop)
 

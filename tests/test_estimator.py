@@ -50,10 +50,25 @@ def test_same_weights_as_train():
     assert clf.n_iter_ == 4 and clf.t_ == 4 * len(X)
 
 
-def test_partial_fit_epochs_equal_fit():
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_same_weights_as_train_with_an_optimizer(optimizer):
     X, y = small()
-    fitted = SoftmaxMLPClassifier(random_state=3, epochs=3, tol=None).fit(X, y)
-    inc = SoftmaxMLPClassifier(random_state=3)
+    kw = dict(hidden_size=16, batch_size=32, learning_rate=0.01, epochs=3, alpha=1e-3,
+              optimizer=optimizer, nesterov=optimizer == "momentum", beta2=0.99)
+    clf = SoftmaxMLPClassifier(**kw, random_state=7, tol=None).fit(X, y)
+    ref = fs.train(X, y, **kw, seed=7, n_classes=4)
+    for a, b in zip(clf.params_, ref.params):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_partial_fit_epochs_equal_fit(optimizer):
+    """partial_fit carries the optimiser's state (velocity, moments, step count)
+    from call to call, so three calls are three epochs of one fit."""
+    X, y = small()
+    kw = dict(optimizer=optimizer, learning_rate=0.01)
+    fitted = SoftmaxMLPClassifier(random_state=3, epochs=3, tol=None, **kw).fit(X, y)
+    inc = SoftmaxMLPClassifier(random_state=3, **kw)
     for _ in range(3):
         inc.partial_fit(X, y, classes=np.arange(4))
     np.testing.assert_array_equal(inc.coefs_[0], fitted.coefs_[0])
@@ -153,6 +168,59 @@ def test_pickle_and_save_load_predict_identically(tmp_path):
     np.testing.assert_array_equal(loaded.coefs_[0], clf.coefs_[0])
 
 
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_partial_fit_after_load_continues_the_optimizer_exactly(tmp_path, optimizer):
+    X, y = small()
+    clf = SoftmaxMLPClassifier(optimizer=optimizer, learning_rate=0.01, epochs=2, tol=None,
+                               random_state=1).fit(X, y)
+    clf.save(tmp_path / "model.npz")
+    loaded = SoftmaxMLPClassifier.load(tmp_path / "model.npz")
+    assert loaded._optimizer_state.step == clf._optimizer_state.step == 2 * 10  # 600 / 64
+    clf.partial_fit(X, y)
+    loaded.partial_fit(X, y)
+    for a, b in zip(loaded.params_, clf.params_):
+        np.testing.assert_array_equal(a, b)
+    # changing the rule (set_params) starts its state afresh rather than misreading it
+    loaded.set_params(optimizer="sgd").partial_fit(X, y)
+    assert loaded._optimizer_state.step == 10 and loaded._optimizer_state.slots == []
+
+
+def test_a_file_from_before_the_optimizers_loads_as_sgd(tmp_path):
+    """Version 1 files hold plain-SGD models without optimiser state."""
+    X, y = small()
+    clf = SoftmaxMLPClassifier(optimizer="sgd", hidden_size=5, epochs=2, tol=None,
+                               random_state=0).fit(X, y)
+    clf.save(tmp_path / "model.npz")
+    with np.load(tmp_path / "model.npz") as f:
+        arrays = dict(f)
+    meta = json.loads(str(arrays["meta"]))
+    meta["format"] = "fastsoftmax.SoftmaxMLPClassifier/1"
+    for key in ("optimizer", "optimizer_step"):
+        del meta[key]
+    for key in ("optimizer", "momentum", "nesterov", "beta1", "beta2", "epsilon"):
+        del meta["hyperparameters"][key]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "v1.npz", **arrays)
+    loaded = SoftmaxMLPClassifier.load(tmp_path / "v1.npz")
+    assert loaded.optimizer == "sgd"
+    np.testing.assert_array_equal(loaded.predict_proba(X), clf.predict_proba(X))
+    loaded.partial_fit(X, y)
+    clf.partial_fit(X, y)
+    np.testing.assert_array_equal(loaded.coefs_[0], clf.coefs_[0])
+
+
+def test_load_refuses_a_model_without_its_optimizer_state(tmp_path):
+    X, y = small()
+    SoftmaxMLPClassifier(optimizer="adam", hidden_size=5, epochs=1,
+                         random_state=0).fit(X, y).save(tmp_path / "model.npz")
+    with np.load(tmp_path / "model.npz") as f:
+        arrays = {k: v for k, v in f.items() if not k.startswith("optimizer_slot1")}
+    np.savez(tmp_path / "cut.npz", **arrays)
+    with pytest.raises(ValueError, match="cut.npz: not a SoftmaxMLPClassifier file "
+                                         r"\(optimizer 'adam' needs its state"):
+        SoftmaxMLPClassifier.load(tmp_path / "cut.npz")
+
+
 def test_load_rejects_other_files(tmp_path):
     X, y = small()
     fs.save_params(tmp_path / "params.npz", fs.init_params(20, 4, 4))
@@ -233,7 +301,8 @@ def test_divergence_with_the_default_alpha_is_the_same_rule_as_train():
     ("hidden_size", 0), ("batch_size", 0), ("learning_rate", 0.0), ("learning_rate", np.inf),
     ("epochs", 0), ("alpha", -1.0), ("dtype", "int32"), ("backend", "cuda"),
     ("validation_fraction", 1.0), ("n_iter_no_change", 0), ("tol", -1.0),
-    ("shuffle", "yes"), ("random_state", "seed"),
+    ("shuffle", "yes"), ("random_state", "seed"), ("optimizer", "rmsprop"),
+    ("momentum", 1.0), ("nesterov", 1), ("beta1", -0.1), ("beta2", 1.0), ("epsilon", 0.0),
 ])
 def test_bad_hyperparameters_name_the_parameter(param, value):
     X, y = small()

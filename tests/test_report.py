@@ -107,7 +107,7 @@ def test_report_of_a_finished_sweep(tmp_path, data_dir, capsys):
     # every configuration in the table, with the losses named for what they are
     assert len(best) and text.count("train cross-entropy") >= 1
     rows = [line for line in md.splitlines()
-            if line.count("|") == 12 and line.startswith(("| 16 |", "| 64 |"))]
+            if line.count("|") == 13 and line.startswith(("| 16 |", "| 64 |"))]
     assert len(rows) == 24
     # python -m fastsoftmax.report redraws the same pictures
     for name in PNGS:

@@ -109,6 +109,39 @@ def test_bit_identical_across_worker_counts_and_packs(small):
         _same(one, run_sweep(configs, *small, workers=2, pack_size=pack_size))
 
 
+def test_optimizer_axis_packs_and_workers_are_bit_identical(small):
+    """Every rule in one grid: packs mix them (they share batch size and
+    epochs), and the results do not depend on the packing or the workers."""
+    configs = grid.build_grid(batch_size=[16, 40], learning_rate=[0.01, 0.05], epochs=[1, 3],
+                              alpha=[1e-3], hidden_size=[5, 12],
+                              optimizer=["sgd", "momentum", "nesterov", "adam"])
+    assert len(configs) == 64 and {c.optimizer for c in configs} == set(
+        ["sgd", "momentum", "nesterov", "adam"])
+    one = run_sweep(configs, *small, workers=1, pack_size=1)
+    _same(one, run_sweep(configs, *small, workers=2))
+    _same(one, run_sweep(configs, *small, workers=2, pack_size=8))
+    by_rule = {c.optimizer: one.params[c].W1 for c in configs
+               if c.batch_size == 16 and c.learning_rate == 0.01 and c.epochs == 3
+               and c.hidden_size == 5}
+    assert len({w.tobytes() for w in by_rule.values()}) == 4  # each rule trained its own way
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "nesterov", "adam"])
+def test_sweep_optimizer_agrees_with_train(small, optimizer):
+    X, y, Xv, yv = small
+    c = grid.Config(batch_size=20, learning_rate=0.01, epochs=2, alpha=1e-3, hidden_size=7,
+                    optimizer=optimizer)
+    out = run_sweep([c], X, y, Xv, yv, workers=1, seed=5)
+    ref = fs.train(X, y, hidden_size=7, batch_size=20, learning_rate=0.01, epochs=2,
+                   alpha=1e-3, seed=5, X_val=Xv, y_val=yv, optimizer=optimizer)
+    for p, q in zip(out.params[c], ref.params):  # the same kernels: bit for bit
+        np.testing.assert_array_equal(p, q)
+    assert out.records[0].history["train_objective"] == ref.history.train_loss
+    numpy = fs.train(X, y, hidden_size=7, batch_size=20, learning_rate=0.01, epochs=2,
+                     alpha=1e-3, seed=5, optimizer=optimizer, backend="numpy")
+    assert_params_close(out.params[c], numpy.params, np.float32)
+
+
 def test_divergence_in_a_pack_leaves_the_others_as_if_alone(small):
     configs = grid.build_grid(batch_size=[16], learning_rate=[0.1, 1e3], epochs=[1, 3],
                               alpha=[1.0, 1e-3], hidden_size=[4, 9])
@@ -232,7 +265,8 @@ def test_cli_runs_and_writes_results(tmp_path, data_dir, capsys):
     assert len(best["test_per_class_accuracy"]) == 10
     # the losses are named for what they are, in the CSV and under the printed table
     header = (out_dir / "results.csv").read_text().splitlines()[0].split(",")
-    assert header[5:8] == ["train_cross_entropy", "val_cross_entropy", "train_objective"]
+    assert header[5:9] == ["optimizer", "train_cross_entropy", "val_cross_entropy",
+                           "train_objective"]
     assert "train_ce" in out and "objective" in out and "no L2 term" in out
     assert best["best"]["train_objective"] > best["best"]["train_loss"]
     # the run's wall time and machine; a rerun that trains nothing keeps them
@@ -240,6 +274,46 @@ def test_cli_runs_and_writes_results(tmp_path, data_dir, capsys):
     assert best["machine"]["cpu"] and best["machine"]["numba"] == fs_version("numba")
     assert run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)[0] == 0
     assert json.loads((out_dir / "best.json").read_text()) == best
+
+
+def test_cli_optimizers_axis(tmp_path, data_dir, capsys):
+    out_dir = tmp_path / "out"
+    code, out, err = run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_ARGS,
+                             "--optimizers", "adam,sgd")
+    assert code == 0, err
+    records = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
+    assert sorted({r["optimizer"] for r in records}) == ["adam", "sgd"] and len(records) == 8
+    rows = (out_dir / "results.csv").read_text().splitlines()
+    assert rows[0].split(",")[5] == "optimizer"
+    assert sorted({row.split(",")[5] for row in rows[1:]}) == ["adam", "sgd"]
+    assert " adam " in out and "optimizer=" in out
+
+
+def test_a_sweep_from_before_the_optimizer_axis_resumes_as_sgd(tmp_path, data_dir, capsys):
+    """Folders written before the axis have no optimizer in sweep.json or the
+    records: they were plain SGD, and resume as such without training again."""
+    out_dir = tmp_path / "out"
+    assert run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)[0] == 0
+    meta = json.loads((out_dir / "sweep.json").read_text())
+    for c in meta["configs"]:
+        del c["optimizer"]
+    (out_dir / "sweep.json").write_text(json.dumps(meta))
+    lines = []
+    for line in (out_dir / "results.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        del rec["optimizer"]
+        lines.append(json.dumps(rec))
+    (out_dir / "results.jsonl").write_text("\n".join(lines) + "\n")
+    best = json.loads((out_dir / "best.json").read_text())
+    del best["best"]["optimizer"]
+    (out_dir / "best.json").write_text(json.dumps(best))
+    before = (out_dir / "best_params.npz").read_bytes()
+    code, out, err = run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_ARGS)
+    assert code == 0, err
+    assert "4 of 4 configurations already done" in err
+    assert "training the best configuration again" not in err  # the saved model was its
+    assert (out_dir / "best_params.npz").read_bytes() == before
+    assert json.loads((out_dir / "best.json").read_text())["best"]["optimizer"] == "sgd"
 
 
 def test_results_of_an_earlier_format_are_refused(tmp_path, data_dir, capsys):
@@ -304,6 +378,8 @@ def test_resume_refuses_a_different_grid(tmp_path, data_dir, capsys):
     (["--learning-rates", "0"], "learning rate must be > 0"),
     (["--learning-rates", "-0.1"], "learning rate must be > 0"),
     (["--alphas", "-1"], "alpha must be >= 0"),
+    (["--optimizers", "sgd,rmsprop"], "optimizer must be one of"),
+    (["--optimizers", "sgd,"], "--optimizers: expected a comma-separated list"),
     (["--sample", "73"], "larger than the grid"),
     (["--workers", "0"], "--workers must be >= 1"),
     (["--val-fraction", "1.5"], "--val-fraction"),
