@@ -36,6 +36,12 @@ _FORMAT = "fastsoftmax.SoftmaxMLPClassifier/2"
 _FORMAT_1 = "fastsoftmax.SoftmaxMLPClassifier/1"
 
 
+# alpha="auto" is ALPHA_AUTO / n_samples: the penalty ||W1||^2 + ||W2||^2 added
+# once to the summed (not averaged) cross-entropy of the training set, so L2
+# weighs less as the data grow.  Chosen with bench/defaults.py (README).
+ALPHA_AUTO = 2.0
+
+
 def _check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -43,29 +49,43 @@ def _check_bool(value, name):
 
 
 class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
-    """Two-layer softmax network (one ReLU hidden layer) trained by minibatch SGD.
+    """Two-layer softmax network (one ReLU hidden layer) trained by Adam, momentum or SGD.
 
-    The model, loss and update are those of :func:`fastsoftmax.train`:
+    The model, loss and updates are those of :func:`fastsoftmax.train`:
     ``p = softmax(relu(X W1 + b1) W2 + b2)``, minibatch cross-entropy plus
-    ``(alpha/2)(||W1||^2 + ||W2||^2)``, plain SGD without momentum, each epoch
-    visiting every sample once in a seeded random order.  Unlike
+    ``(alpha/2)(||W1||^2 + ||W2||^2)``, each epoch visiting every sample once
+    in a seeded random order; the update rules are in
+    :mod:`fastsoftmax.optimizers`.  The defaults (Adam, 100 hidden units, up
+    to 200 epochs with MLPClassifier's stopping rule) were chosen to fit like
+    ``MLPClassifier()``'s on small problems (bench/defaults.py).  Unlike
     :func:`fastsoftmax.train`, X is used as given whatever its dtype (the
     scikit-learn convention): scale uint8 pixels yourself, e.g. ``X / 255``.
 
     Parameters
     ----------
-    hidden_size : int, default 40
+    hidden_size : int, default 100
         Number of hidden ReLU units.
     batch_size : int, default 64
         Minibatch size; the last, smaller minibatch of an epoch is used too.
-    learning_rate : float, default 0.05
-        SGD step size.  0.05 suits inputs scaled to [0, 1] or standardised.
-    epochs : int, default 20
+    learning_rate : float, default 1e-3
+        Step size.  1e-3 suits Adam; plain SGD wants about 0.05 on inputs
+        scaled to [0, 1] or standardised.
+    epochs : int, default 200
         Maximum number of epochs ``fit`` runs (the counterpart of
         ``MLPClassifier``'s ``max_iter``).  ``partial_fit`` runs one epoch per call.
-    alpha : float, default 1e-4
-        L2 strength on the weights (not the biases).  This is per minibatch
-        mean loss; ``MLPClassifier``'s ``alpha`` equals ours times the batch size.
+    alpha : float >= 0 or "auto", default "auto"
+        L2 strength on the weights (not the biases), per minibatch mean loss;
+        ``MLPClassifier``'s ``alpha`` equals ours times the batch size.
+        "auto" is ``2 / n_samples`` of the data ``fit`` trains on (after the
+        early-stopping split; ``partial_fit``: its first call's): the penalty
+        ``||W1||^2 + ||W2||^2`` added once to the summed cross-entropy of the
+        training set, so it weighs less the more data there are.  The value
+        used is ``alpha_``.
+    optimizer : "adam" (default), "momentum" or "sgd"
+    momentum : float in [0, 1), default 0.9 (for "momentum")
+    nesterov : bool, default False (for "momentum"; MLPClassifier's default is True)
+    beta1, beta2 : floats in [0, 1), default 0.9, 0.999 (for "adam")
+    epsilon : float > 0, default 1e-8 (for "adam")
     dtype : "float32" (default, fast) or "float64"
     backend : "numba" (compiled kernels, default) or "numpy" (the reference)
     random_state : None, int or numpy RandomState, default None
@@ -100,6 +120,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
     n_iter_ : int, epochs run (in total, across warm starts and partial_fit calls)
     t_ : int, training samples seen
     loss_curve_ : list of float, mean training loss of each epoch
+    alpha_ : float, the L2 strength used (alpha, or what "auto" came to)
     best_loss_ : float or None (None with early stopping)
     validation_scores_ : list of float or None, validation accuracy per epoch
     best_validation_score_ : float or None
@@ -109,10 +130,10 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         there, keeping the weights before that minibatch (a RuntimeWarning says so)
     """
 
-    def __init__(self, hidden_size=40, batch_size=64, learning_rate=0.05, epochs=20,
-                 alpha=1e-4, dtype="float32", backend="numba", random_state=None,
+    def __init__(self, hidden_size=100, batch_size=64, learning_rate=1e-3, epochs=200,
+                 alpha="auto", dtype="float32", backend="numba", random_state=None,
                  shuffle=True, verbose=False, early_stopping=False, validation_fraction=0.1,
-                 n_iter_no_change=10, tol=1e-4, warm_start=False, optimizer="sgd",
+                 n_iter_no_change=10, tol=1e-4, warm_start=False, optimizer="adam",
                  momentum=0.9, nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8):
         self.optimizer = optimizer
         self.momentum = momentum
@@ -145,7 +166,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             batch_size=check_positive_int(self.batch_size, "batch_size"),
             learning_rate=check_positive_float(self.learning_rate, "learning_rate"),
             epochs=check_positive_int(self.epochs, "epochs"),
-            alpha=check_nonnegative_float(self.alpha, "alpha"),
+            alpha="auto" if isinstance(self.alpha, str) and self.alpha == "auto"
+            else check_nonnegative_float(self.alpha, "alpha"),
             dtype=check_dtype(self.dtype),
             backend=_check_backend(self.backend),
             shuffle=_check_bool(self.shuffle, "shuffle"),
@@ -246,6 +268,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                                  dtype=h["dtype"])
             prior = (0, 0, [])
         _, order_rng = _seed_streams(seed)
+        if h["alpha"] == "auto":
+            h["alpha"] = ALPHA_AUTO / X.shape[0]
         # Like MLPClassifier, fit starts the optimiser afresh, warm_start or not.
         run = self._run(h, params, None, X, yi, X_val, y_val, order_rng, h["epochs"],
                         stop_early=h["tol"] is not None)
@@ -293,6 +317,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         state = None
         if not first and self._optimizer == h["optimizer"]:
             state = self._optimizer_state
+        if h["alpha"] == "auto":  # resolved on the first call, then kept
+            h["alpha"] = ALPHA_AUTO / X.shape[0] if first else self.alpha_
         run = self._run(h, params, state, X, yi, None, None, order_rng, 1, stop_early=False)
         self._order_rng = order_rng
         return self._set_state(classes, prior, run, X.shape[0])
@@ -348,6 +374,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         # optimiser's state is the last epoch's (as MLPClassifier keeps it).
         return dict(params_=params, loss_curve=loss_curve, diverged_=diverged,
                     _optimizer=h["optimizer"], _optimizer_state=engine.optimizer_state(),
+                    alpha_=h["alpha"],
                     best_loss_=None if scores is not None else float(best_loss),
                     validation_scores_=scores,
                     best_validation_score_=None if scores is None else float(best_score))
@@ -415,7 +442,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                     order_rng=self._order_rng.bit_generator.state,
                     # ...and the optimiser where it was (the slots are arrays below)
                     optimizer=self._optimizer.as_dict(),
-                    optimizer_step=self._optimizer_state.step)
+                    optimizer_step=self._optimizer_state.step, alpha_=self.alpha_)
         if not isinstance(meta["hyperparameters"]["random_state"], (int, type(None))):
             meta["hyperparameters"]["random_state"] = None  # a RandomState is not portable
         arrays = dict(self.params_._asdict(), classes=classes, meta=np.asarray(json.dumps(meta)))
@@ -444,10 +471,11 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                         "best_validation_score_", "loss_curve_", "n_iter_", "t_", "order_rng"):
                 meta[key]
             if meta["format"] == _FORMAT_1:  # plain SGD, which keeps no state
-                meta["hyperparameters"].setdefault("optimizer", "sgd")
-                step = 0
+                hyper = meta["hyperparameters"]
+                hyper.setdefault("optimizer", "sgd")
+                step, alpha = 0, float(hyper["alpha"])
             else:
-                step = meta["optimizer_step"]
+                step, alpha = meta["optimizer_step"], float(meta["alpha_"])
             optimizer = make_optimizer(*(meta["hyperparameters"].get(k, d) for k, d in (
                 ("optimizer", "sgd"), ("momentum", 0.9), ("nesterov", False), ("beta1", 0.9),
                 ("beta2", 0.999), ("epsilon", 1e-8))))
@@ -477,7 +505,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         prior = (0, 0, [])
         run = {k: meta[k] for k in ("diverged_", "best_loss_", "validation_scores_",
                                     "best_validation_score_")}
-        run.update(params_=params, loss_curve=meta["loss_curve_"])
+        run.update(params_=params, loss_curve=meta["loss_curve_"], alpha_=alpha)
         model._set_state(classes, prior, run, 0)
         model.n_iter_, model.t_ = meta["n_iter_"], meta["t_"]
         model._order_rng = np.random.default_rng()

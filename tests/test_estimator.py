@@ -40,7 +40,8 @@ def small(n=600, n_features=20, n_classes=4, seed=0):
 
 def test_same_weights_as_train():
     X, y = small()
-    kw = dict(hidden_size=16, batch_size=32, learning_rate=0.1, epochs=4, alpha=1e-3)
+    kw = dict(hidden_size=16, batch_size=32, learning_rate=0.1, epochs=4, alpha=1e-3,
+              optimizer="sgd")
     clf = SoftmaxMLPClassifier(**kw, random_state=7, tol=None).fit(X, y)
     ref = fs.train(X, y, **kw, seed=7, n_classes=4)
     for got, want in zip(clf.coefs_ + clf.intercepts_, (ref.params.W1, ref.params.W2,
@@ -195,8 +196,9 @@ def test_a_file_from_before_the_optimizers_loads_as_sgd(tmp_path):
         arrays = dict(f)
     meta = json.loads(str(arrays["meta"]))
     meta["format"] = "fastsoftmax.SoftmaxMLPClassifier/1"
-    for key in ("optimizer", "optimizer_step"):
+    for key in ("optimizer", "optimizer_step", "alpha_"):
         del meta[key]
+    meta["hyperparameters"]["alpha"] = clf.alpha_  # version 1 had no "auto"
     for key in ("optimizer", "momentum", "nesterov", "beta1", "beta2", "epsilon"):
         del meta["hyperparameters"][key]
     arrays["meta"] = np.array(json.dumps(meta))
@@ -291,7 +293,8 @@ def test_divergence_with_the_default_alpha_is_the_same_rule_as_train():
         clf = SoftmaxMLPClassifier(random_state=0, learning_rate=1e3, tol=None).fit(X, y)
     ref = fs.train(X, np.searchsorted(clf.classes_, y), hidden_size=clf.hidden_size,
                    batch_size=clf.batch_size, learning_rate=1e3, epochs=clf.epochs,
-                   alpha=clf.alpha, seed=0, n_classes=len(clf.classes_))
+                   alpha=clf.alpha_, seed=0, n_classes=len(clf.classes_),
+                   optimizer=clf.optimizer)
     assert clf.diverged_ and ref.diverged
     for a, b in zip(clf.params_, ref.params):
         np.testing.assert_array_equal(a, b)
@@ -310,6 +313,26 @@ def test_bad_hyperparameters_name_the_parameter(param, value):
         SoftmaxMLPClassifier(**{param: value}).fit(X, y)
 
 
+def test_alpha_auto_is_two_over_the_training_samples(tmp_path):
+    X, y = small()
+    clf = SoftmaxMLPClassifier(epochs=2, tol=None, random_state=0).fit(X, y)
+    assert clf.alpha == "auto" and clf.alpha_ == 2 / 600
+    ref = fs.train(X, y, hidden_size=100, batch_size=64, learning_rate=1e-3, epochs=2,
+                   alpha=2 / 600, seed=0, n_classes=4, optimizer="adam")
+    for a, b in zip(clf.params_, ref.params):
+        np.testing.assert_array_equal(a, b)
+    stopped = SoftmaxMLPClassifier(epochs=2, tol=None, random_state=0,
+                                   early_stopping=True).fit(X, y)
+    assert stopped.alpha_ == 2 / 540  # the samples it trains on, after the split
+    inc = SoftmaxMLPClassifier(random_state=0).partial_fit(X[:100], y[:100], classes=range(4))
+    inc.partial_fit(X, y)  # the first call's value is kept
+    assert inc.alpha_ == 2 / 100
+    clf.save(tmp_path / "m.npz")
+    assert SoftmaxMLPClassifier.load(tmp_path / "m.npz").alpha_ == clf.alpha_
+    with pytest.raises(ValueError, match="alpha must be a real number"):
+        SoftmaxMLPClassifier(alpha="none").fit(X, y)
+
+
 def test_bad_input_and_nothing_half_fitted():
     X, y = small()
     with pytest.raises(NotFittedError):
@@ -326,7 +349,7 @@ def test_bad_input_and_nothing_half_fitted():
         clf.predict(X[:, :5])
     with pytest.raises(ValueError, match="learning_rate"):
         clf.set_params(learning_rate=-1).fit(X, y)
-    clf.set_params(learning_rate=0.05)
+    clf.set_params(learning_rate=1e-3)  # the default it was fitted with
     assert pickle.dumps(clf) == before  # every failed fit left the model as it was
 
 
@@ -341,9 +364,8 @@ def test_import_does_not_need_sklearn():
 
 @pytest.mark.realdata
 def test_real_data_documented_configuration(real_data):
-    # The configuration the README documents for the estimator.
-    clf = SoftmaxMLPClassifier(hidden_size=128, batch_size=32, learning_rate=0.1, epochs=10,
-                               alpha=1e-4, random_state=0)
+    # The configuration the README documents for the estimator: the defaults, 20 epochs.
+    clf = SoftmaxMLPClassifier(epochs=20, tol=None, random_state=0)
     clf.fit(real_data.train_images / 255.0, real_data.train_labels)
     accuracy = clf.score(real_data.test_images / 255.0, real_data.test_labels)
     assert accuracy >= 0.87, accuracy
