@@ -51,7 +51,11 @@ DEFAULT = dict(batch_size=(32, 64, 128), learning_rate=(1e-3, 1e-4), epochs=(5, 
 # test accuracy on Fashion-MNIST.  2 x 2 x 2 x 2 x 2 = 32 configurations in 16 groups.
 WIDE = dict(batch_size=(32, 64), learning_rate=(0.05, 0.1), epochs=(20, 40),
             alpha=(1e-5, 1e-4), hidden_size=(128, 256), optimizer=("sgd",))
-PRESETS = {"default": DEFAULT, "wide": WIDE}
+# Adam on 512 hidden units: 89.2% test accuracy (wide: 88.8%) from 2 training runs
+# of 40 epochs, one per core, in well under wide's wall time (README, "The grid search").
+ADAM = dict(batch_size=(128,), learning_rate=(5e-4,), epochs=(20, 30, 40),
+            alpha=(1e-5, 5e-5), hidden_size=(512,), optimizer=("adam",))
+PRESETS = {"default": DEFAULT, "wide": WIDE, "adam": ADAM}
 
 _CHECKS = {
     "batch_size": lambda v: check_positive_int(v, "batch size"),

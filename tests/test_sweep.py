@@ -27,6 +27,15 @@ def test_default_grid_is_the_original_study():
     assert {c.epochs for c in configs} == {5, 10, 20}
 
 
+def test_presets_are_valid_grids():
+    for name, axes in grid.PRESETS.items():
+        configs = grid.build_grid(**axes)
+        assert configs, name
+    adam = grid.build_grid(**grid.ADAM)
+    assert {c.optimizer for c in adam} == {"adam"} and len(grid.group_configs(adam)) == 2
+    assert {c.optimizer for c in grid.build_grid(**grid.DEFAULT)} == {"sgd"}
+
+
 def test_sample_is_distinct_seeded_and_bounded():
     configs = grid.build_grid(**grid.DEFAULT)
     a = grid.sample_grid(configs, 12, seed=3)
