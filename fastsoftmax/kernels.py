@@ -18,7 +18,10 @@ every product reads rows at a fixed stride.  All five products of a step are
 tiles of :mod:`fastsoftmax._tile`: the forward ``Hd = relu(Xb W1 + b1)`` and
 ``Z = Hd W2 + b2``, the backward ``dA = (G W2^T) * [Hd > 0]``, and the updates
 ``W1 = (1 - lr alpha) W1 - lr Xb^T dA`` and ``W2 = (1 - lr alpha) W2 - lr Hd^T G``,
-applied in place without storing the weight gradients.
+applied in place without storing the weight gradients (plain SGD).  Momentum
+and Adam store the gradient instead (the same tiles, overwriting a buffer)
+and update weights and state in one elementwise pass
+(:func:`_optimizer_update`); their state is packed like the model.
 
 The private ``_`` kernels take only arrays and scalars of the model's dtype
 and allocate only once per call (never per minibatch).  The public wrappers
