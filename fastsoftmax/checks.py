@@ -63,12 +63,16 @@ def pixels_to_float(X, dtype: np.dtype) -> np.ndarray:
 
 def check_X(X, dtype: np.dtype, n_features: int | None = None, name: str = "X",
             keep_pixels: bool = False) -> np.ndarray:
-    """Return ``X`` as a C-contiguous (n_samples, n_features) array of ``dtype``.
+    """Return ``X`` as a C-contiguous, writable (n_samples, n_features) array of ``dtype``.
 
     Floating X is used as given (only converted to ``dtype``); uint8 X holds
     pixel intensities and is scaled by 1/255 (:func:`pixels_to_float`).  With
     ``keep_pixels``, uint8 X is returned as it is, for the kernels to scale as
     they read it (a quarter of the memory and memory traffic).
+
+    A read-only X (the loader's images are) is copied: numba types a
+    read-only array apart and would compile every kernel a second time for
+    it, seconds each on a first run, to save a copy that takes milliseconds.
     """
     X = np.asarray(X)
     if X.ndim != 2:
@@ -80,11 +84,11 @@ def check_X(X, dtype: np.dtype, n_features: int | None = None, name: str = "X",
                          f"expects {n_features}")
     if X.dtype == np.uint8:
         if keep_pixels:
-            return np.ascontiguousarray(X)
+            return np.require(X, None, ["C", "W"])
         return np.ascontiguousarray(pixels_to_float(X, dtype))
     if X.dtype.kind != "f":
         raise ValueError(f"{name} must be floating point or uint8 pixels, got dtype {X.dtype}")
-    X = np.require(X, dtype, ["C", "A"])
+    X = np.require(X, dtype, ["C", "A", "W"])
     if not np.isfinite(X).all():
         raise ValueError(f"{name} contains NaN or infinity")
     return X

@@ -46,7 +46,13 @@ HIDDEN_TILE = 8  # Hp is a multiple: whole float32 (8) and float64 (4) vectors
 CLASS_TILE = 16  # Kp is a multiple: one two-vector float32 tile of logits
 # A unit stride as a typed int64, not the literal 1, for which numba would
 # compile _tiles once more (compile time counts: every copy costs ~0.8 s cold).
+# The same for every constant a kernel passes to another: numba types a literal
+# argument apart (Literal[int](0), Literal[bool](False)) and compiles the callee
+# again for it, where a typed global shares the specialisation callers already
+# compiled (tests/test_kernels.py checks the cache holds one of each).
 UNIT = np.int64(1)
+ORIGIN = np.int64(0)
+NO_PROBA = np.bool_(False)  # _forward_blocks' want_proba, as the sweep passes it
 FEATURE_BLOCK = 128  # rows of W1 per forward block: 128 x 16 float32 = 8 KiB of L1
 
 
@@ -502,7 +508,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
             Hp = hidden[m]
             off = offs[m]
             W1, b1, W2, b2 = packed_views(state, off, Hp, Dp, K)
-            gW1, gb1, gW2, gb2 = packed_views(grad, 0, Hp, Dp, K)
+            gW1, gb1, gW2, gb2 = packed_views(grad, ORIGIN, Hp, Dp, K)
             lr, alpha = lrs[m], alphas[m]
             decay = state.dtype.type(1) - lr * alpha
             fused = opts[m] == SGD
@@ -541,7 +547,7 @@ def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     return value
 
 
-EVAL_BLOCK = 42 * SAMPLE_TILE  # samples per forward block when evaluating
+EVAL_BLOCK = np.int64(42 * SAMPLE_TILE)  # samples per forward block when evaluating
 
 
 @jit

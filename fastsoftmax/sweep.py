@@ -129,7 +129,7 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
                     Hp = g_hidden[g]
                     W1, b1, W2, b2 = kernels.packed_views(state, g_off[g], Hp, Dp, K)
                     ce, correct = kernels._forward_blocks(Xv, table, W1, b1, W2, b2, yv,
-                                                          no_proba, False)
+                                                          no_proba, kernels.NO_PROBA)
                     train_loss[g, e] = losses[m]
                     train_xent[g, e] = xents[m]
                     val_loss[g, e] = ce / Nv

@@ -170,3 +170,43 @@ def test_every_pixel_value_reads_exactly(dtype):
     kernels._gather(X, kernels.pixel_table(dtype), np.arange(2), 2, Xb)
     want = fs.checks.pixels_to_float(X, np.dtype(dtype))
     np.testing.assert_array_equal(Xb[:2], want)
+
+
+_ONE_OF_EACH = """
+import numpy as np
+import fastsoftmax as fs
+from fastsoftmax import grid
+from fastsoftmax.sweep import run_sweep
+
+rng = np.random.default_rng(0)
+X = rng.integers(0, 256, (60, 784), dtype=np.uint8)
+y = rng.integers(0, 10, 60)
+configs = grid.build_grid(batch_size=[16], learning_rate=[0.1], epochs=[1], alpha=[1e-4],
+                          hidden_size=[8], optimizer=["sgd", "adam"])
+out = run_sweep(configs, X[:40], y[:40], X[40:], y[40:], workers=1)
+# then what the CLI does with the loader's read-only test images, and what a user does
+frozen = X.copy()
+frozen.flags.writeable = False
+params = out.params[configs[0]]
+fs.evaluate(params, frozen, y)
+fs.predict(params, frozen)
+fs.train(frozen, y, hidden_size=8, batch_size=16, epochs=1, optimizer="adam")
+"""
+
+
+def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path):
+    """The sweep, the test-set evaluation and fs.train on read-only uint8 images
+    share every compiled kernel: a literal argument (0, False) or a read-only
+    array would each make numba compile a kernel again, seconds each on a first
+    run (#10's cold start).  Counted in numba's cache, filled from empty."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    subprocess.run([sys.executable, "-c", _ONE_OF_EACH], env=env, check=True, timeout=600)
+    files = sorted(p.name for p in tmp_path.rglob("*.nbc"))
+    assert any(name.startswith("sweep._sweep-") for name in files)
+    assert any(name.startswith("kernels._forward_blocks-") for name in files)
+    twice = [name for name in files if not name.endswith(".1.nbc")]
+    assert twice == [], f"compiled more than once: {twice}"
