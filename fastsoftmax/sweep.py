@@ -152,7 +152,7 @@ class Record:
     mean cross-entropy, without the L2 term.  train_loss averages it over the
     epoch's minibatches (each weighted by its size, at the weights it was
     computed with), val_loss over the validation set after the epoch.
-    train_objective is what SGD minimised: train_loss plus the L2 term
+    train_objective is what the optimiser minimised: train_loss plus the L2 term
     (alpha/2)(||W1||^2 + ||W2||^2), averaged the same way.
 
     history holds per-epoch lists train_loss, train_objective, val_loss,
