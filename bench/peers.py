@@ -17,7 +17,6 @@ import numpy as np
 
 import fastsoftmax as fs
 from fastsoftmax import kernels
-from fastsoftmax.optimizers import Optimizer
 from fastsoftmax.trainer import _Engine
 
 LEARNING_RATE = 0.05
@@ -90,30 +89,19 @@ class FastsoftmaxPack(_Shuffled):
     def __init__(self, X, y, H, B, n_configs=4):
         self.X, self.y, self.B, self.H = X, y, B, H
         one = fs.init_params(X.shape[1], H, 10, seed=SEED, dtype=X.dtype)
-        self.state, self.offs, self.hidden = kernels.pack([one] * n_configs)
+        self.packed = kernels.Packed([one] * n_configs)  # plain SGD, as the sweep's default
         self.lrs = (LEARNING_RATE * 2.0 ** -np.arange(n_configs)).astype(X.dtype)
         self.alphas = np.full(n_configs, ALPHA, X.dtype)
-        self.limits = np.full(n_configs, np.inf)
-        self.alive = np.ones(n_configs, np.bool_)
-        self.losses = np.empty(n_configs)
-        self.xents = np.empty(n_configs)
-        self.opts, self.settings = kernels.settings_of([Optimizer()] * n_configs)
-        self.slots = np.zeros((2, 0), X.dtype)  # plain SGD keeps no state
-        self.steps = np.zeros(n_configs, np.int64)
         self._orders(len(X))
 
     def epoch(self):
-        kernels._train_epoch_many(self.X, None, self.y, self.next_order(), self.B, self.lrs,
-                                  self.alphas, self.limits, self.state, self.offs, self.hidden, 10,
-                                  self.alive, self.losses, self.xents, self.opts,
-                                  self.settings, self.slots, self.steps)
-        return float(self.losses[0])
+        losses, _ = self.packed.epoch(self.X, self.y, self.next_order(), self.B, self.lrs,
+                                      self.alphas)
+        return float(losses[0])
 
     def trained(self, m: int):
         """Configuration m's trained weights, as Params."""
-        Dp = kernels.pad_features(self.X.shape[1])
-        views = kernels.packed_views(self.state, self.offs[m], self.hidden[m], Dp, 10)
-        return kernels.from_kernel(*views, self.X.shape[1], self.H)
+        return self.packed.params(m)
 
 
 class NumpyReference(_Shuffled):

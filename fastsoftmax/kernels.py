@@ -720,6 +720,61 @@ def settings_of(optimizers: list[Optimizer]) -> tuple[np.ndarray, np.ndarray]:
             np.array([o.settings(np.float64) for o in optimizers]).reshape(-1, 4))
 
 
+class Packed:
+    """Models packed for :func:`_train_epoch_many`, with their optimisers and state.
+
+    Built once (a fit, a benchmark) and trained epoch after epoch in place;
+    the Params and OptimizerState are read back only when asked for.
+
+    params: P models of one dtype and one (D, K), any hidden sizes;
+    optimizers: P Optimizer (default: plain SGD); states: P OptimizerState
+    (default: fresh), copied in.
+    """
+
+    def __init__(self, params: list[Params], optimizers=None, states=None):
+        P = len(params)
+        self.shapes = [p.shape for p in params]
+        self.dtype = params[0].dtype
+        optimizers = [Optimizer()] * P if optimizers is None else [o or Optimizer()
+                                                                   for o in optimizers]
+        if states is None:
+            states = [init_state(o, p) for o, p in zip(optimizers, params)]
+        self.flat, self.offs, self.hidden = pack(params)
+        self.slots = pack_slots(params, self.offs, states)
+        self.n_slots = [len(st.slots) for st in states]
+        self.steps = np.array([st.step for st in states], np.int64)
+        self.opts, self.settings = settings_of(optimizers)
+
+    def epoch(self, X, y, order, batch_size, learning_rates, alphas, limits=None):
+        """One epoch of every model on X (N, D), y (N,), sharing ``order`` (N,).
+
+        learning_rates, alphas, limits (default: none): P values each.
+        Returns (losses (P,) float64, alive (P,) bool): a model not alive has
+        diverged and stopped before that minibatch's update (its loss NaN).
+        """
+        P = self.offs.shape[0]
+        alive = np.ones(P, np.bool_)
+        losses = np.empty(P)
+        limits = np.full(P, np.inf) if limits is None else np.asarray(limits, np.float64)
+        _train_epoch_many(X, table_for(X, self.dtype), np.asarray(y, np.int64),
+                          np.asarray(order, np.int64), batch_size,
+                          np.asarray(learning_rates, self.dtype),
+                          np.asarray(alphas, self.dtype), limits, self.flat, self.offs,
+                          self.hidden, self.shapes[0][2], alive, losses, np.empty(P),
+                          self.opts, self.settings, self.slots, self.steps)
+        return losses, alive
+
+    def params(self, m: int) -> Params:
+        """Model m's weights now (fresh arrays)."""
+        return unpack(self.flat, self.offs[m], self.hidden[m], self.shapes[m])
+
+    def state(self, m: int) -> OptimizerState:
+        """Model m's optimiser state now (fresh arrays)."""
+        return OptimizerState([unpack(self.slots[j], self.offs[m], self.hidden[m],
+                                      self.shapes[m]) for j in range(self.n_slots[m])],
+                              int(self.steps[m]))
+
+
 def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: np.ndarray,
                      batch_size: int, learning_rates, alphas, limits=None, optimizers=None,
                      states=None) -> tuple[list[Params], list[float], list[bool]]:
@@ -731,30 +786,13 @@ def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: 
     Returns the P trained models (fresh arrays), their losses and whether each
     diverged, exactly as P calls of :func:`train_epoch`.
     """
-    P = len(params)
-    D, _, K = params[0].shape
-    dtype = params[0].dtype
-    optimizers = [Optimizer()] * P if optimizers is None else [o or Optimizer()
-                                                               for o in optimizers]
-    if states is None:
-        states = [init_state(o, p) for o, p in zip(optimizers, params)]
-    state, offs, hidden = pack(params)
-    slots = pack_slots(params, offs, states)
-    steps = np.array([st.step for st in states], np.int64)
-    opts, settings = settings_of(optimizers)
-    alive = np.ones(P, np.bool_)
-    losses = np.empty(P)
-    limits = np.full(P, np.inf) if limits is None else np.asarray(limits, np.float64)
-    _train_epoch_many(X, table_for(X, dtype), np.asarray(y, np.int64),
-                      np.asarray(order, np.int64), batch_size,
-                      np.asarray(learning_rates, dtype), np.asarray(alphas, dtype), limits,
-                      state, offs, hidden, K, alive, losses, np.empty(P), opts, settings,
-                      slots, steps)
-    out = [unpack(state, offs[m], hidden[m], p.shape) for m, p in enumerate(params)]
-    for m, (p, st) in enumerate(zip(params, states)):
-        st.slots = [unpack(slots[j], offs[m], hidden[m], p.shape) for j in range(len(st.slots))]
-        st.step = int(steps[m])
-    return out, [float(v) for v in losses], [not a for a in alive]
+    packed = Packed(params, optimizers, states)
+    losses, alive = packed.epoch(X, y, order, batch_size, learning_rates, alphas, limits)
+    for m, st in enumerate(states or []):
+        now = packed.state(m)
+        st.slots, st.step = now.slots, now.step
+    return ([packed.params(m) for m in range(len(params))], [float(v) for v in losses],
+            [not a for a in alive])
 
 
 _NO_LABELS = np.empty(0, np.int64)

@@ -34,7 +34,7 @@ from ._jit import jit
 from .cpus import available_cpus
 from .grid import Config, assign_workers, group_configs, pack_groups
 from .interrupts import noted_interrupts
-from .optimizers import make_optimizer
+from .optimizers import init_state, make_optimizer
 from .params import init_params, minibatch_orders
 
 
@@ -358,7 +358,8 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
     # every group of a hidden size starts from the same weights
     inits = {h: init_params(D, h, K, seed=seed, dtype=dtype)
              for h in {c.hidden_size for c in heads}}
-    state, g_off, g_hidden = kernels.pack([inits[c.hidden_size] for c in heads])
+    models = [inits[c.hidden_size] for c in heads]
+    state, g_off, g_hidden = kernels.pack(models)
     g_size = np.diff(g_off, append=state.size)
     flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
     c_size = [int(g_size[gi]) for gi, _ in flat_configs]
@@ -367,8 +368,8 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
                         [size * dtype.itemsize for size in g_size], PACK_BYTES)
     optimizers = [make_optimizer(c.optimizer) for c in heads]
     g_opt, g_settings = kernels.settings_of(optimizers)
-    # Optimiser state starts at zero, laid out as the models are.
-    slots = np.zeros((2, state.size if any(o.n_slots for o in optimizers) else 0), dtype)
+    slots = kernels.pack_slots(models, g_off, [init_state(o, m)
+                                               for o, m in zip(optimizers, models)])
     return Plan(
         flat_configs=flat_configs, n_features=D,
         n_classes=K, dtype=dtype, epochs=max(c.epochs for c in configs),

@@ -73,37 +73,32 @@ class _Engine:
 
     X may be uint8 pixels for either backend: the kernels scale them as they
     read them; the reference gets them scaled once, up front.  The kernels
-    keep the model and the optimiser state packed (kernels.pack) from epoch to
-    epoch: converted once at the start, and back only when asked for.
+    keep the model and the optimiser state packed (kernels.Packed) from epoch
+    to epoch: converted once at the start, and back only when asked for.
     """
 
     def __init__(self, backend: str, params: Params, optimizer: Optimizer | None = None,
                  state: OptimizerState | None = None):
         self.backend = backend
         self.dtype = params.dtype
-        self.shape = params.shape  # (n_features, n_hidden, n_classes), without padding
         self.optimizer = optimizer or Optimizer()
-        state = init_state(self.optimizer, params) if state is None else state.copy()
         if backend == "numba":
-            self.flat, self.offs, self.hidden = kernels.pack([params])
-            self.slots = kernels.pack_slots([params], self.offs, [state])
-            self.n_slots = len(state.slots)
-            self.steps = np.array([state.step], np.int64)
-            self.opts, self.settings = kernels.settings_of([self.optimizer])
+            self.packed = kernels.Packed([params], [self.optimizer],
+                                         None if state is None else [state])
         else:
             self.state = params.copy()
-            self.opt_state = state
+            self.opt_state = (init_state(self.optimizer, params) if state is None
+                              else state.copy())
 
     def params(self) -> Params:
         if self.backend == "numba":
-            return kernels.unpack(self.flat, 0, self.hidden[0], self.shape)
+            return self.packed.params(0)
         return self.state
 
     def optimizer_state(self) -> OptimizerState:
         """The optimiser's state now (fresh arrays)."""
         if self.backend == "numba":
-            return OptimizerState([kernels.unpack(self.slots[j], 0, self.hidden[0], self.shape)
-                                   for j in range(self.n_slots)], int(self.steps[0]))
+            return self.packed.state(0)
         return self.opt_state.copy()
 
     def data(self, X):
@@ -115,14 +110,7 @@ class _Engine:
     def epoch(self, X, y, order, batch_size, lr, alpha, limit):
         """One epoch; limit: the largest minibatch loss accepted (divergence_limit)."""
         if self.backend == "numba":
-            dt = self.dtype
-            alive = np.ones(1, np.bool_)
-            losses = np.empty(1)
-            kernels._train_epoch_many(X, kernels.table_for(X, dt), y, order, batch_size,
-                                      np.array([lr], dt), np.array([alpha], dt),
-                                      np.array([limit], np.float64), self.flat, self.offs,
-                                      self.hidden, self.shape[2], alive, losses, np.empty(1),
-                                      self.opts, self.settings, self.slots, self.steps)
+            losses, alive = self.packed.epoch(X, y, order, batch_size, [lr], [alpha], [limit])
             return float(losses[0]), not alive[0]
         self.state, loss, diverged = reference.train_epoch(
             self.state, X, y, order, batch_size, lr, alpha, limit, self.optimizer,

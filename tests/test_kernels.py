@@ -141,14 +141,9 @@ def test_padding_is_exact(dtype, optimizer):
     X, y = make_data(50, n_features=31, dtype=dtype)
     params = fs.init_params(31, 3, 10, seed=0, dtype=dtype)
     opt = make_optimizer(optimizer)
-    state = init_state(opt, params)
-    flat, offs, hidden = kernels.pack([params])
-    slots = kernels.pack_slots([params], offs, [state])
-    opts, settings = kernels.settings_of([opt])
-    kernels._train_epoch_many(X, None, y, np.arange(50), 7, np.array([0.1], dtype),
-                              np.array([0.01], dtype), np.full(1, np.inf), flat, offs, hidden,
-                              10, np.ones(1, np.bool_), np.empty(1), np.empty(1), opts, settings,
-                              slots, np.zeros(1, np.int64))
+    packed = kernels.Packed([params], [opt])
+    packed.epoch(X, y, np.arange(50), 7, [0.1], [0.01])
+    flat, slots, hidden = packed.flat, packed.slots, packed.hidden
     Dp = kernels.pad_features(31)
     for arrays in (flat, *slots[:opt.n_slots]):
         W1, b1, W2, b2 = kernels.packed_views(arrays, 0, hidden[0], Dp, 10)
@@ -159,7 +154,7 @@ def test_padding_is_exact(dtype, optimizer):
     assert slots.shape[0] == 2 and slots.shape[1] == (flat.size if opt.n_slots else 0)
     ref, _, _ = fs.reference.train_epoch(params, X, y, np.arange(50), 7, 0.1, 0.01, np.inf,
                                          opt, init_state(opt, params))
-    assert_params_close(kernels.unpack(flat, 0, hidden[0], params.shape), ref, dtype)
+    assert_params_close(packed.params(0), ref, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
