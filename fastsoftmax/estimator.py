@@ -27,7 +27,7 @@ from . import reference
 from .atomic import atomic_open
 from .checks import (check_dtype, check_nonnegative_float, check_positive_float,
                      check_positive_int)
-from .optimizers import OptimizerState, make_optimizer
+from .optimizers import OPTIMIZER_PARAMS, OptimizerState, check_optimizer_state, make_optimizer
 from .params import Params, _seed_streams, init_params
 from .trainer import _check_backend, _Engine, predict_proba as _predict_proba
 
@@ -175,8 +175,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             early_stopping=_check_bool(self.early_stopping, "early_stopping"),
             n_iter_no_change=check_positive_int(self.n_iter_no_change, "n_iter_no_change"),
             warm_start=_check_bool(self.warm_start, "warm_start"),
-            optimizer=make_optimizer(self.optimizer, self.momentum, self.nesterov, self.beta1,
-                                     self.beta2, self.epsilon),
+            optimizer=make_optimizer(**{k: getattr(self, k) for k in OPTIMIZER_PARAMS}),
         )
         vf = check_positive_float(self.validation_fraction, "validation_fraction")
         if not vf < 1:
@@ -476,9 +475,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                 step, alpha = 0, float(hyper["alpha"])
             else:
                 step, alpha = meta["optimizer_step"], float(meta["alpha_"])
-            optimizer = make_optimizer(*(meta["hyperparameters"].get(k, d) for k, d in (
-                ("optimizer", "sgd"), ("momentum", 0.9), ("nesterov", False), ("beta1", 0.9),
-                ("beta2", 0.999), ("epsilon", 1e-8))))
+            hyper = meta["hyperparameters"]
+            optimizer = make_optimizer(**{k: hyper[k] for k in OPTIMIZER_PARAMS if k in hyper})
         except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise ValueError(f"{path}: not {what} (its meta is not this version's: "
                              f"{type(exc).__name__} {exc})") from None
@@ -490,9 +488,10 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         except KeyError as exc:
             raise ValueError(f"{path}: not {what} (optimizer {optimizer.name!r} needs its "
                              f"state, and {exc} is missing)") from None
-        if any(s.shape != params.shape for s in slots) or \
-                not isinstance(step, int) or step < 0:
-            raise ValueError(f"{path}: its optimizer state does not fit its weights")
+        try:
+            state = check_optimizer_state(OptimizerState(slots, step), optimizer, params)
+        except ValueError:
+            raise ValueError(f"{path}: its optimizer state does not fit its weights") from None
         classes = f["classes"]
         names = f.get("feature_names_in")
         if classes.shape != (params.shape[2],):
@@ -511,7 +510,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         model._order_rng = np.random.default_rng()
         model._order_rng.bit_generator.state = meta["order_rng"]
         model._optimizer = optimizer
-        model._optimizer_state = OptimizerState(slots, step)
+        model._optimizer_state = state
         return model
 
     def __sklearn_tags__(self):

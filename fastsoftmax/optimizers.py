@@ -28,7 +28,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .checks import _check_real, check_positive_float
+from .params import Params
 
+# make_optimizer's parameters, which the estimator and fs.train take under these names.
+OPTIMIZER_PARAMS = ("optimizer", "momentum", "nesterov", "beta1", "beta2", "epsilon")
 # Codes the kernels branch on (plain ints: kernels take no Python objects).
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
 NAMES = ("sgd", "momentum", "adam")
@@ -130,9 +133,27 @@ class OptimizerState:
         return OptimizerState([s.copy() for s in self.slots], self.step)
 
 
-def init_state(optimizer: Optimizer, params) -> OptimizerState:
+def init_state(optimizer: Optimizer, params: Params) -> OptimizerState:
     """Zero state for ``optimizer`` on a model shaped like ``params`` (Params)."""
-    from .params import Params
-
     return OptimizerState([Params(*(np.zeros_like(a) for a in params))
                            for _ in range(optimizer.n_slots)], 0)
+
+
+def check_optimizer_state(state, optimizer: Optimizer, params: Params,
+                          name: str = "optimizer_state") -> OptimizerState:
+    """``state`` checked against the rule and the model: ValueError naming it otherwise."""
+    if not isinstance(state, OptimizerState):
+        raise ValueError(f"{name} must be an OptimizerState (TrainResult.optimizer_state), "
+                         f"got {type(state).__name__}")
+    if len(state.slots) != optimizer.n_slots:
+        raise ValueError(f"{name} holds {len(state.slots)} state arrays but optimizer "
+                         f"{optimizer.name!r} keeps {optimizer.n_slots}: it belongs to "
+                         "another optimizer")
+    for slot in state.slots:
+        if not isinstance(slot, Params) or [a.shape for a in slot] != [a.shape for a in params]:
+            raise ValueError(f"{name} is shaped for another model than params")
+    step = state.step
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) \
+            or step < 0:
+        raise ValueError(f"{name}.step must be an integer >= 0, got {step!r}")
+    return OptimizerState([slot.astype(params.dtype) for slot in state.slots], int(step))

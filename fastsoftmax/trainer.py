@@ -16,7 +16,8 @@ import numpy as np
 from . import kernels, reference
 from .checks import (check_dtype, check_nonnegative_float, check_params, check_positive_float,
                      check_positive_int, check_X, check_y, pixels_to_float)
-from .optimizers import Optimizer, OptimizerState, init_state, make_optimizer
+from .optimizers import (Optimizer, OptimizerState, check_optimizer_state, init_state,
+                         make_optimizer)
 from .params import Params, init_params, minibatch_orders
 
 BACKENDS = ("numba", "numpy")
@@ -120,26 +121,6 @@ class _Engine:
     def evaluate(self, X, y, alpha):
         mod = kernels if self.backend == "numba" else reference
         return mod.evaluate(self.params(), X, y, alpha)
-
-
-def check_optimizer_state(state, optimizer: Optimizer, params: Params,
-                          name: str = "optimizer_state") -> OptimizerState:
-    """``state`` checked against the rule and the model: ValueError naming it otherwise."""
-    if not isinstance(state, OptimizerState):
-        raise ValueError(f"{name} must be an OptimizerState (TrainResult.optimizer_state), "
-                         f"got {type(state).__name__}")
-    if len(state.slots) != optimizer.n_slots:
-        raise ValueError(f"{name} holds {len(state.slots)} state arrays but optimizer "
-                         f"{optimizer.name!r} keeps {optimizer.n_slots}: it belongs to "
-                         "another optimizer")
-    for slot in state.slots:
-        if not isinstance(slot, Params) or [a.shape for a in slot] != [a.shape for a in params]:
-            raise ValueError(f"{name} is shaped for another model than params")
-    step = state.step
-    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) \
-            or step < 0:
-        raise ValueError(f"{name}.step must be an integer >= 0, got {step!r}")
-    return OptimizerState([slot.astype(params.dtype) for slot in state.slots], int(step))
 
 
 def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: float = 0.05,
