@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .checks import check_nonnegative_float, check_positive_float, check_positive_int
-from .optimizers import AXIS_NAMES, make_optimizer
+from .optimizers import AXIS_NAMES
 
 AXES = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size", "optimizer")
 
@@ -57,20 +57,22 @@ ADAM = dict(batch_size=(128,), learning_rate=(5e-4,), epochs=(20, 30, 40),
             alpha=(1e-5, 5e-5), hidden_size=(512,), optimizer=("adam",))
 PRESETS = {"default": DEFAULT, "wide": WIDE, "adam": ADAM}
 
+
+def _check_axis_optimizer(name) -> str:
+    """A grid's optimizer: a name of AXIS_NAMES, each rule with its default settings."""
+    if name not in AXIS_NAMES:
+        raise ValueError(f"optimizer must be one of {', '.join(AXIS_NAMES)}; got {name!r}")
+    return name
+
+
 _CHECKS = {
     "batch_size": lambda v: check_positive_int(v, "batch size"),
     "learning_rate": lambda v: check_positive_float(v, "learning rate"),
     "epochs": lambda v: check_positive_int(v, "epochs"),
     "alpha": lambda v: check_nonnegative_float(v, "alpha"),
     "hidden_size": lambda v: check_positive_int(v, "hidden size"),
-    "optimizer": lambda v: _check_axis_optimizer(v),
+    "optimizer": _check_axis_optimizer,
 }
-
-
-def _check_axis_optimizer(name) -> str:
-    if name not in AXIS_NAMES:
-        raise ValueError(f"optimizer must be one of {', '.join(AXIS_NAMES)}; got {name!r}")
-    return make_optimizer(name).axis_name
 
 
 def build_grid(**axes) -> list[Config]:

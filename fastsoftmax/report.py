@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_open
-from .data import CLASS_NAMES, OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
+from .data import OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
 from .grid import AXES
 from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
 from .machine import describe
