@@ -92,6 +92,60 @@ def noted_interrupts():
 
 
 @contextmanager
+def interrupts_never_lost():
+    """Ctrl-C (and SIGTERM where :func:`terminate_as_interrupt` raises it) raises at once,
+    as usual, and is also noted, so it cannot be lost: for long stretches of library code
+    that we do not control, such as numba compiling.
+
+    Python runs a signal handler between any two bytecodes, including those of a
+    finaliser (``__del__``); a KeyboardInterrupt raised there is printed as "Exception
+    ignored" and dropped.  Numba's compiler frees LLVM objects through finalisers all
+    the time, and a first-run sweep ignored about one Ctrl-C in ten during its compile
+    (finishing the whole run), or failed with a RuntimeError from the half-built code.
+    Here a noted signal is raised on leaving the block, and any other exception raised
+    after it is reported as the interruption it was; the "Exception ignored" report of
+    a dropped one is not printed, since it is not lost.  Main thread only, and only
+    where the signal has Python's default handler (or terminate_as_interrupt's).
+    """
+    flag = Interruption()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _raise_terminated}
+    taken = [s for s, handler in wanted.items() if signal.getsignal(s) is handler]
+
+    def note_and_raise(signum, frame):
+        _received.append(signum)
+        flag.requested = True
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def quiet_about_ours(unraisable):
+        if not (flag.requested and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            report(unraisable)
+
+    previous = {s: signal.signal(s, note_and_raise) for s in taken}
+    report, sys.unraisablehook = sys.unraisablehook, quiet_about_ours
+    try:
+        yield flag
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        if flag.requested:  # the signal broke what it interrupted
+            raise _interruption() from exc
+        raise
+    finally:
+        sys.unraisablehook = report
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if flag.requested:  # raised inside a finaliser and dropped there
+        raise _interruption()
+
+
+def _interruption() -> KeyboardInterrupt:
+    return Terminated() if last_signal() == signal.SIGTERM else KeyboardInterrupt()
+
+
+@contextmanager
 def finish_then_interrupt():
     """Run the block to its end even if Ctrl-C comes, then raise KeyboardInterrupt
     if it came: for work that must not stop halfway (writing a set of files)."""

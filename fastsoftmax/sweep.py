@@ -33,7 +33,7 @@ from . import kernels, reference
 from ._jit import jit
 from .cpus import available_cpus
 from .grid import Config, assign_workers, group_configs, pack_groups
-from .interrupts import noted_interrupts
+from .interrupts import interrupts_never_lost, noted_interrupts
 from .optimizers import init_state, make_optimizer
 from .params import init_params, minibatch_orders
 
@@ -491,7 +491,8 @@ def run_sweep(configs: list[Config], X, y, X_val, y_val, *, n_classes: int = 10,
     # thread it could only wait for the compile to end.
     if on_phase is not None:
         on_phase("compile", W)
-    run(workers_plan[:0])
+    with interrupts_never_lost():
+        run(workers_plan[:0])
     _cycles()
     if on_phase is not None:
         on_phase("train", W)
