@@ -6,6 +6,9 @@
     >>> loss, accuracy = fs.evaluate(result.params, data.test_images, data.test_labels)
 """
 
+# First: the SIMD width fixes numba's compile target (FASTSOFTMAX_SIMD=avx2 turns AVX-512
+# off in it), which must happen before any @jit decorator creates numba's CPU target.
+from . import simd  # noqa: I001  (fs.simd.WIDTH: what the kernels are built for)
 from . import reference
 from .data import CLASS_NAMES, DataError, Dataset, load_fashion_mnist
 from .params import Params, init_params, load_params, minibatch_orders, save_params
@@ -14,7 +17,7 @@ from .trainer import History, TrainResult, evaluate, predict, predict_proba, tra
 __all__ = [
     "CLASS_NAMES", "DataError", "Dataset", "History", "Params", "TrainResult", "evaluate",
     "init_params", "load_fashion_mnist", "load_params", "minibatch_orders", "predict",
-    "predict_proba", "reference", "save_params", "train", "SoftmaxMLPClassifier",
+    "predict_proba", "reference", "save_params", "simd", "train", "SoftmaxMLPClassifier",
 ]
 __version__ = "0.1.0"
 

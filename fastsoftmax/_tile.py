@@ -18,8 +18,11 @@ at 2/3 of a 4x2 one, and 8x8 or 6x16 tiles left to the SLP vectoriser at a third
 emitting the vector IR directly gives the tile AVX2 asks for: 6 rows x 2 vectors is
 12 accumulators + 2 operands + 1 broadcast of the 16 ymm registers.
 
-``lanes`` is one 32-byte vector of the dtype (8 float32, 4 float64); the IR is
-portable and LLVM splits it on machines with narrower vectors.
+``lanes`` is one vector of the dtype: a 32-byte vector holds 8 float32 (4 float64),
+a 64-byte one 16 (8).  The IR is portable and LLVM splits it on machines with
+narrower vectors.  Which tiles the kernels use depends on the target's width
+(:mod:`fastsoftmax.simd`): with AVX-512's 32 registers, 12 rows x 2 64-byte
+vectors is 24 accumulators + 2 operands + 1 broadcast.
 """
 
 from llvmlite import ir
@@ -28,15 +31,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 ROWS = 6  # rows of a tile: samples in the forward pass, features in the backward pass
-VECTOR_BYTES = 32
+NARROW = 32  # bytes of an AVX2 vector: every width's tiles finish a row with these
 
 
-def lanes(itemsize: int) -> int:
-    """Elements of one SIMD vector of the given item size."""
-    return VECTOR_BYTES // itemsize
-
-
-def _make_tile(cols: int, rows: int = ROWS):
+def _make_tile(cols: int, rows: int = ROWS, vector_bytes: int = NARROW):
     @intrinsic
     def tile(typingctx, a, a_off, a_ss, a_sk, b, b_off, b_sk, k, out, o_off, o_ss, beta, gamma):
         # a, b, out: 1-D C-contiguous arrays of one float dtype; offsets and strides
@@ -51,7 +49,7 @@ def _make_tile(cols: int, rows: int = ROWS):
             beta = context.cast(builder, beta, signature.args[11], dtype)
             gamma = context.cast(builder, gamma, signature.args[12], dtype)
             size = dtype.bitwidth // 8
-            n_lanes = lanes(size)
+            n_lanes = vector_bytes // size
             fty = context.get_value_type(dtype)
             vty = ir.VectorType(fty, n_lanes)
             i32 = ir.IntType(32)
@@ -102,6 +100,7 @@ def _make_tile(cols: int, rows: int = ROWS):
     return tile
 
 
+# 32-byte tiles, the whole of the AVX2 design and the row tails of the AVX-512 one.
 # Two widths: 2 vectors (16 float32 hidden units) for the bulk, 1 vector for the
 # tail, so hidden sizes pad only to a multiple of 8 rather than 16.  The tail
 # tile takes two row tiles at once where it can: with 6 rows it is bound by its
@@ -113,3 +112,13 @@ tile1_tall = _make_tile(1, 2 * ROWS)
 # W2 update has one row per hidden unit, a multiple of 8).
 tile2_short = _make_tile(2, 2)
 tile1_short = _make_tile(1, 2)
+
+# 64-byte tiles, the bulk of the AVX-512 design (32 registers: 12 x 2 fits).  Creating
+# them costs nothing; numba generates a tile's code only where a kernel calls it.
+WIDE = 64
+wide2_tall = _make_tile(2, 2 * ROWS, WIDE)
+wide2 = _make_tile(2, ROWS, WIDE)
+wide2_short = _make_tile(2, 2, WIDE)
+wide1_tall = _make_tile(1, 2 * ROWS, WIDE)
+wide1 = _make_tile(1, ROWS, WIDE)
+wide1_short = _make_tile(1, 2, WIDE)

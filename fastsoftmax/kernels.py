@@ -35,10 +35,12 @@ import numpy as np
 
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
-from ._tile import ROWS, VECTOR_BYTES, tile1, tile1_short, tile1_tall, tile2, tile2_short
+from ._tile import (NARROW, ROWS, tile1, tile1_short, tile1_tall, tile2, tile2_short, wide1,
+                    wide1_short, wide1_tall, wide2, wide2_short, wide2_tall)
 from .checks import pixels_to_float
 from .optimizers import ADAM, NESTEROV, SGD, Optimizer, OptimizerState, init_state
 from .params import Params
+from .simd import VECTOR_BYTES
 
 SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
 INV_255 = 1.0 / 255.0  # float64
@@ -82,37 +84,87 @@ def pad_classes(n):
 # compiled building blocks
 
 
-@jit
-def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
-    """out[r, j] = beta out[r, j] + gamma sum_k a[r a_ss + k a_sk] b[k b_sk + j].
+@jit(inline="always")
+def _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma):
+    """The last 32 bytes of columns from j, one 32-byte vector wide: 12 rows at a
+    time where they fit (with 6 rows this tile is bound by its 7 loads per 6 FMAs),
+    then 6, then 2.  ``full`` is n_rows rounded down to a multiple of ROWS."""
+    r = 0
+    while r + 2 * ROWS <= full:
+        tile1_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+        r += 2 * ROWS
+    if r < full:
+        tile1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+    for r in range(full, n_rows, 2):
+        tile1_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                    beta, gamma)
 
-    a, b, out: 1-D views of C-ordered arrays (offsets and strides in elements);
-    r < n_rows (even), j < width (a multiple of the vector lanes).  Two-vector
-    tiles cover the width, a one-vector tile the rest; rows go ROWS at a time,
-    then 2.  Columns are the outer loop so one block of b serves every row tile
-    while it is in cache.
-    """
-    lanes = VECTOR_BYTES // a.itemsize
-    full = n_rows - n_rows % ROWS
-    j = 0
-    while j + 2 * lanes <= width:
-        for r in range(0, full, ROWS):
-            tile2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
-        for r in range(full, n_rows, 2):
-            tile2_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                        beta, gamma)
-        j += 2 * lanes
-    if j < width:
-        r = 0
-        while r + 2 * ROWS <= full:
-            tile1_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                       beta, gamma)
-            r += 2 * ROWS
-        if r < full:
-            tile1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
-        for r in range(full, n_rows, 2):
-            tile1_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                        beta, gamma)
+
+if VECTOR_BYTES == 32:
+    @jit
+    def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
+        """out[r, j] = beta out[r, j] + gamma sum_k a[r a_ss + k a_sk] b[k b_sk + j].
+
+        a, b, out: 1-D views of C-ordered arrays (offsets and strides in elements);
+        r < n_rows (even), j < width (a multiple of 32 bytes).  The AVX2 design:
+        two-vector tiles cover the width, a one-vector tile the rest; rows go ROWS
+        at a time, then 2.  Columns are the outer loop so one block of b serves
+        every row tile while it is in cache.
+        """
+        lanes = NARROW // a.itemsize
+        full = n_rows - n_rows % ROWS
+        j = 0
+        while j + 2 * lanes <= width:
+            for r in range(0, full, ROWS):
+                tile2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                      beta, gamma)
+            for r in range(full, n_rows, 2):
+                tile2_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                            beta, gamma)
+            j += 2 * lanes
+        if j < width:
+            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
+else:
+    @jit
+    def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
+        """As the AVX2 ``_tiles``, in the AVX-512 design: 64-byte vectors for the bulk.
+
+        Two-vector tiles (32 float32 columns) take 12 rows at a time, which
+        AVX-512's 32 registers hold; then one 64-byte vector; then, for widths
+        that are an odd multiple of 32 bytes (hidden sizes pad only to 8
+        float32), the 32-byte strip of the AVX2 design.
+        """
+        lanes = VECTOR_BYTES // a.itemsize
+        full = n_rows - n_rows % ROWS
+        j = 0
+        while j + 2 * lanes <= width:
+            r = 0
+            while r + 2 * ROWS <= full:
+                wide2_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                           beta, gamma)
+                r += 2 * ROWS
+            if r < full:
+                wide2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                      beta, gamma)
+            for r in range(full, n_rows, 2):
+                wide2_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                            beta, gamma)
+            j += 2 * lanes
+        if j + lanes <= width:
+            r = 0
+            while r + 2 * ROWS <= full:
+                wide1_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                           beta, gamma)
+                r += 2 * ROWS
+            if r < full:
+                wide1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                      beta, gamma)
+            for r in range(full, n_rows, 2):
+                wide1_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                            beta, gamma)
+            j += lanes
+        if j < width:
+            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
 
 
 @jit
