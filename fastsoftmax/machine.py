@@ -50,7 +50,9 @@ def describe(workers: int | None = None) -> dict:
     """The machine and software a run used, as a JSON-ready dict."""
     model, flags = cpu_model()
     cpus = available_cpus()
-    out = {"cpu": model, "simd": list(flags), "cpus": os.cpu_count(),
+    from .simd import WIDTH  # imports numba: only when a run is described
+
+    out = {"cpu": model, "simd": list(flags), "kernels_width": WIDTH, "cpus": os.cpu_count(),
            "cpus_usable": cpus.count, "platform": platform.platform(),
            "python": sys.version.split()[0]}
     if workers is not None:

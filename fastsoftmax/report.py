@@ -241,7 +241,9 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
     rows = []
     if summary is not None and "machine" in summary:
         m = summary["machine"]
+        width = m.get("kernels_width", "avx2 (not recorded: versions before it always built 32-byte kernels)")
         rows += [["sweep: CPU", f"{m['cpu']} ({', '.join(m['simd']) or 'no SIMD flags read'})"],
+                 ["sweep: kernels built for", width],
                  ["sweep: CPUs usable / workers", f"{m['cpus_usable']} / {m.get('workers')}"],
                  ["sweep: versions", ", ".join(f"{k} {m[k]}" for k in
                                                ("python", "fastsoftmax", "numpy", "numba",

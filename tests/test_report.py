@@ -102,6 +102,7 @@ def test_report_of_a_finished_sweep(tmp_path, data_dir, capsys):
     assert f"24 of 24 configurations recorded; finished in {best['wall_seconds']:.1f} s" in text
     assert all(name in text for name in fs.CLASS_NAMES)
     assert best["machine"]["cpu"] in text and f"{best['wall_seconds']:.1f} s" in text
+    assert f"kernels built for {best['machine']['kernels_width']}" in text
     sweep_json = json.loads((out / "sweep.json").read_text())
     assert sweep_json["data"] in text
     # every configuration in the table, with the losses named for what they are

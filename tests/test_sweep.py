@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
-from fastsoftmax import cli, grid
+from fastsoftmax import cli, grid, simd
 from fastsoftmax.sweep import run_sweep
 
 from conftest import RTOL, SMALL_ARGS, assert_params_close, make_data
@@ -281,6 +281,7 @@ def test_cli_runs_and_writes_results(tmp_path, data_dir, capsys):
     # the run's wall time and machine; a rerun that trains nothing keeps them
     assert best["wall_seconds"] > 0 and best["resumed_configs"] == 0
     assert best["machine"]["cpu"] and best["machine"]["numba"] == fs_version("numba")
+    assert best["machine"]["kernels_width"] == simd.WIDTH
     assert run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)[0] == 0
     assert json.loads((out_dir / "best.json").read_text()) == best
 
