@@ -14,11 +14,11 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
                                    "intra_op_parallelism_threads=1")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 import fastsoftmax as fs  # noqa: E402
+from peers import scaled  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -30,20 +30,16 @@ def real_data():
                     f"(apt-get install dataset-fashion-mnist): {exc}")
 
 
-def _scaled(images, labels):
-    return (images / np.float32(255)).astype(np.float32), labels.astype(np.int64)
-
-
 @pytest.fixture(scope="session")
 def train_set(real_data):
     """The real training set as the models see it: (60000, 784) float32 in [0, 1], int64 labels."""
-    return _scaled(real_data.train_images, real_data.train_labels)
+    return scaled(real_data.train_images, real_data.train_labels)
 
 
 @pytest.fixture(scope="session")
 def test_set(real_data):
     """The real test set, scaled as train_set: (10000, 784) float32, int64 labels."""
-    return _scaled(real_data.test_images, real_data.test_labels)
+    return scaled(real_data.test_images, real_data.test_labels)
 
 
 def _threads():

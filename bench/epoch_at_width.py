@@ -14,24 +14,17 @@ import os
 import sys
 import time
 
-import numba
-import numpy as np
 from threadpoolctl import threadpool_limits
 
-import fastsoftmax as fs
 from fastsoftmax import simd
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import Fastsoftmax  # noqa: E402
+from peers import Fastsoftmax, one_pinned_core, real_train_set  # noqa: E402
 
 
 def main(H: int, B: int, rounds: int) -> dict:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    numba.set_num_threads(1)
-    data = fs.load_fashion_mnist(download=False)
-    X = (data.train_images / np.float32(255)).astype(np.float32)
-    y = data.train_labels.astype(np.int64)
+    one_pinned_core()
+    X, y = real_train_set()
     with threadpool_limits(1):
         t0 = time.perf_counter()
         cell = Fastsoftmax(X, y, H, B)

@@ -27,14 +27,13 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-import fastsoftmax as fs
 from fastsoftmax import simd
 from fastsoftmax._jit import jit
 from fastsoftmax.kernels import FEATURE_BLOCK, UNIT, _tiles, pad_features, pad_hidden, pad_samples
 from fastsoftmax.machine import cpu_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from peers import Fastsoftmax, FastsoftmaxPack  # noqa: E402
+from peers import Fastsoftmax, FastsoftmaxPack, one_pinned_core, real_train_set  # noqa: E402
 
 CELLS = [(20, 32), (20, 128), (40, 32), (40, 128)]
 PACK = 4
@@ -99,12 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args(argv)
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    numba.set_num_threads(1)
-    data = fs.load_fashion_mnist(download=False)
-    X = (data.train_images / np.float32(255)).astype(np.float32)
-    y = data.train_labels.astype(np.int64)
+    one_pinned_core()
+    X, y = real_train_set()
     rng = np.random.default_rng(0)
     rows = []
     with threadpool_limits(1):

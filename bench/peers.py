@@ -25,6 +25,29 @@ SEED = 0
 ORDERS = 8  # distinct epoch orders, used in turn
 
 
+def scaled(images, labels):
+    """Images and labels as every peer sees them: float32 in [0, 1], int64 labels."""
+    return (images / np.float32(255)).astype(np.float32), labels.astype(np.int64)
+
+
+def one_pinned_core():
+    """For scripts run outside pytest (whose conftest pins every thread): this process on
+    one CPU, numba on one thread.  Linux pins; elsewhere only numba's setting applies."""
+    import os
+
+    import numba
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    numba.set_num_threads(1)
+
+
+def real_train_set():
+    """The real 60,000 training images, scaled (needs the dataset installed)."""
+    data = fs.load_fashion_mnist(download=False)
+    return scaled(data.train_images, data.train_labels)
+
+
 class _Shuffled:
     """A fresh minibatch order per epoch, as each peer's users would draw one."""
 

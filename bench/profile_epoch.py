@@ -30,22 +30,15 @@ LIBC = ("__expf_fma", "__memset_avx2_unaligned_erms", "__memmove_avx_unaligned_e
 
 
 def train(H: int, B: int, pack: int, epochs: int) -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    import numba
-    import numpy as np
     from threadpoolctl import threadpool_limits
 
-    import fastsoftmax as fs
     from fastsoftmax import kernels
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from peers import Fastsoftmax, FastsoftmaxPack
+    from peers import Fastsoftmax, FastsoftmaxPack, one_pinned_core, real_train_set
 
-    numba.set_num_threads(1)
-    data = fs.load_fashion_mnist(download=False)
-    X = (data.train_images / np.float32(255)).astype(np.float32)
-    y = data.train_labels.astype(np.int64)
+    one_pinned_core()
+    X, y = real_train_set()
     with threadpool_limits(1):
         cell = FastsoftmaxPack(X, y, H, B, n_configs=pack) if pack > 1 else Fastsoftmax(X, y, H, B)
         cell.epoch()  # compiles
