@@ -56,9 +56,9 @@ def without_avx512(features: str) -> str:
     """The LLVM feature string with every AVX-512 feature (and those that imply it) off."""
     out = []
     for f in features.split(","):
-        name = f[1:]
-        if f[:1] in "+-" and f and (name.startswith(("avx512", "avx10", "amx-avx512"))
-                                    or name == "evex512"):
+        sign, name = f[:1], f[1:]
+        if sign in ("+", "-") and (name.startswith(("avx512", "avx10", "amx-avx512"))
+                                   or name == "evex512"):
             f = "-" + name
         out.append(f)
     return ",".join(out)
