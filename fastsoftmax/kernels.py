@@ -757,7 +757,8 @@ def pack_slots(params: list[Params], offs: np.ndarray, states: list[OptimizerSta
     dtype = params[0].dtype
     if not any(st.slots for st in states):
         return np.zeros((2, 0), dtype)
-    n = int(offs[-1]) + _flat(params[-1]).size
+    D, H, K = params[-1].shape
+    n = int(offs[-1]) + int(packed_size(pad_hidden(H), pad_features(D), K))
     rows = np.zeros((2, n), dtype)
     for off, st in zip(offs, states):
         for j, slot in enumerate(st.slots):
