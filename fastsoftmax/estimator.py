@@ -469,13 +469,12 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             for key in ("hyperparameters", "diverged_", "best_loss_", "validation_scores_",
                         "best_validation_score_", "loss_curve_", "n_iter_", "t_", "order_rng"):
                 meta[key]
+            hyper = meta["hyperparameters"]
             if meta["format"] == _FORMAT_1:  # plain SGD, which keeps no state
-                hyper = meta["hyperparameters"]
                 hyper.setdefault("optimizer", "sgd")
                 step, alpha = 0, float(hyper["alpha"])
             else:
                 step, alpha = meta["optimizer_step"], float(meta["alpha_"])
-            hyper = meta["hyperparameters"]
             optimizer = make_optimizer(**{k: hyper[k] for k in OPTIMIZER_PARAMS if k in hyper})
         except (ValueError, KeyError, TypeError) as exc:  # JSONDecodeError is a ValueError
             raise ValueError(f"{path}: not {what} (its meta is not this version's: "
