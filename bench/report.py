@@ -51,11 +51,15 @@ def gemm(benches) -> dict:
             for b in benches if b["name"].startswith("test_gemm")}
 
 
+def tiles(benches) -> list:
+    """The extra_info (GFLOP/s, vector bytes, shape, CPU) of fastsoftmax's register tile on
+    operands in L1, one per width measured."""
+    return [b["extra_info"] for b in benches if b["name"].startswith("test_core_peak")]
+
+
 def tile_peak(benches):
-    """The extra_info (GFLOP/s, vector bytes, CPU) of fastsoftmax's fastest register tile on
-    operands in L1, over the widths measured, or None."""
-    tiles = [b["extra_info"] for b in benches if b["name"].startswith("test_core_peak")]
-    return max(tiles, key=lambda t: t["gflops"]) if tiles else None
+    """The fastest of :func:`tiles`, or None."""
+    return max(tiles(benches), key=lambda t: t["gflops"], default=None)
 
 
 def core_peak(benches):
@@ -156,11 +160,12 @@ def markdown(data, benches) -> str:
         lines += ["float32 GEMM 4096 x 4096 (NumPy's BLAS, " + blas_kernel(benches) +
                   ", OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset): " +
                   ", ".join(f"{t} thread(s) {v:.0f} GFLOP/s" for t, v in sorted(g.items())), ""]
-    tiles = [b["extra_info"] for b in benches if b["name"].startswith("test_core_peak")]
-    if tiles:
+    measured = tiles(benches)
+    if measured:
+        # runs before the shape was recorded measured the 6 x 16 tile alone
         lines += ["fastsoftmax's register tiles on operands in L1: " + ", ".join(
-            f"{'12 x 32 (64-byte vectors)' if t.get('vector_bytes') == 64 else '6 x 16 (32-byte vectors)'}"
-            f" {t['gflops']:.0f} GFLOP/s" for t in tiles), ""]
+            f"{t.get('rows', 6)} x {t.get('cols', 16)} ({t.get('vector_bytes', 32)}-byte "
+            f"vectors) {t['gflops']:.0f} GFLOP/s" for t in measured), ""]
     if peak:
         lines += [f"Core peak used for '% of core peak': {peak:.0f} GFLOP/s ({peak_source}).", ""]
     s = sweeps(benches)

@@ -108,4 +108,5 @@ def test_core_peak(benchmark, one_thread, vector_bytes):
     model, flags = cpu_model()
     benchmark.extra_info.update(
         gflops=2 * rows * cols * k * reps / benchmark.stats.stats.min / 1e9,
-        vector_bytes=vector_bytes, kernels_width=simd.WIDTH, cpu=model, simd=list(flags))
+        vector_bytes=vector_bytes, rows=rows, cols=cols, kernels_width=simd.WIDTH, cpu=model,
+        simd=list(flags))
