@@ -511,12 +511,10 @@ def _saved_best(out: Path, previous: dict, best: Record, n_features: int, dtype)
     """The best model's parameters as a finished earlier run (its summary ``previous``)
     left them in ``out``, or None when they are missing or belong to another configuration."""
     try:
-        saved = previous["best"]
+        same = gridmod.Config.from_dict(previous["best"]) == best.config
         params = load_params(out / "best_params.npz")
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    same = all(saved.get(k, "sgd" if k == "optimizer" else None) == v
-               for k, v in best.config.as_dict().items())
     c = best.config
     if not same or params.shape != (n_features, c.hidden_size, len(CLASS_NAMES)) or params.dtype != dtype:
         return None

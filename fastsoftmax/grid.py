@@ -37,6 +37,15 @@ class Config:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        """The grid point a saved dict names (a record, best.json's "best"; other keys
+        are ignored).  Folders from before the optimizer axis name none: they trained
+        plain SGD, the field's default."""
+        return cls(int(d["batch_size"]), float(d["learning_rate"]), int(d["epochs"]),
+                   float(d["alpha"]), int(d["hidden_size"]),
+                   str(d.get("optimizer", cls.optimizer)))
+
     @property
     def group_key(self) -> tuple:
         """Everything but the epoch count: configurations that share training."""

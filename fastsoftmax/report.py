@@ -26,7 +26,7 @@ import numpy as np
 
 from .atomic import atomic_open
 from .data import OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
-from .grid import AXES
+from .grid import AXES, Config
 from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
 from .machine import describe
 from .results import NotASweep, SweepResults, read_results
@@ -186,7 +186,7 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
                                "optimizer", "validation accuracy", "test accuracy",
                                "test cross-entropy"],
                               [[b["batch_size"], f"{b['learning_rate']:g}", b["epochs"],
-                                f"{b['alpha']:g}", b["hidden_size"], b.get("optimizer", "sgd"),
+                                f"{b['alpha']:g}", b["hidden_size"], Config.from_dict(b).optimizer,
                                 f"{b['val_accuracy']:.4f}",
                                 f"{summary['test_accuracy']:.4f}",
                                 f"{summary['test_loss']:.4f}"]])))

@@ -187,10 +187,7 @@ class Record:
     def from_dict(cls, d: dict) -> "Record":
         def num(v):
             return float("nan") if v is None else float(v)
-        config = Config(int(d["batch_size"]), float(d["learning_rate"]), int(d["epochs"]),
-                        float(d["alpha"]), int(d["hidden_size"]),
-                        # records from before the optimizer axis are all plain SGD
-                        str(d.get("optimizer", "sgd")))
+        config = Config.from_dict(d)
         history = {k: [num(x) for x in v] for k, v in d["history"].items()}
         if "train_objective" not in d or "train_objective" not in d["history"]:
             # Before it, train_loss held the objective: refuse rather than mislabel.
