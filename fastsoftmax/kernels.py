@@ -84,20 +84,35 @@ def pad_classes(n):
 # compiled building blocks
 
 
-@jit(inline="always")
-def _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma):
-    """The last 32 bytes of columns from j, one 32-byte vector wide: 12 rows at a
-    time where they fit (with 6 rows this tile is bound by its 7 loads per 6 FMAs),
-    then 6, then 2.  ``full`` is n_rows rounded down to a multiple of ROWS."""
-    r = 0
-    while r + 2 * ROWS <= full:
-        tile1_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
-        r += 2 * ROWS
-    if r < full:
-        tile1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
-    for r in range(full, n_rows, 2):
-        tile1_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                    beta, gamma)
+def _strip(tall, tile, short):
+    """A column strip's row loop over the tiles of one width, as a kernel: ``tall``
+    takes 2 ROWS rows at a time where they fit, then ``tile`` ROWS, then ``short`` 2.
+
+    strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma) covers
+    the tiles' columns from j for r < n_rows; ``full`` is n_rows rounded down to a
+    multiple of ROWS.  Numba takes no function arguments, so each width's strip is
+    built from its own tiles here; inlined into _tiles, never compiled (or cached) alone.
+    """
+    @jit(inline="always", cache=False)
+    def strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma):
+        r = 0
+        while r + 2 * ROWS <= full:
+            tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+            r += 2 * ROWS
+        if r < full:
+            tile(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+        for r in range(full, n_rows, 2):
+            short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+
+    return strip
+
+
+# One 32-byte vector wide, the last strip of a row in both designs: with 6 rows this
+# tile is bound by its 7 loads per 6 FMAs, so it takes 12 where they fit.
+_narrow_strip = _strip(tile1_tall, tile1, tile1_short)
+# The AVX-512 design's 64-byte strips, two vectors and one.
+_wide2_strip = _strip(wide2_tall, wide2, wide2_short)
+_wide1_strip = _strip(wide1_tall, wide1, wide1_short)
 
 
 if VECTOR_BYTES == 32:
@@ -138,30 +153,10 @@ else:
         full = n_rows - n_rows % ROWS
         j = 0
         while j + 2 * lanes <= width:
-            r = 0
-            while r + 2 * ROWS <= full:
-                wide2_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                           beta, gamma)
-                r += 2 * ROWS
-            if r < full:
-                wide2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                      beta, gamma)
-            for r in range(full, n_rows, 2):
-                wide2_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                            beta, gamma)
+            _wide2_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
             j += 2 * lanes
         if j + lanes <= width:
-            r = 0
-            while r + 2 * ROWS <= full:
-                wide1_tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                           beta, gamma)
-                r += 2 * ROWS
-            if r < full:
-                wide1(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                      beta, gamma)
-            for r in range(full, n_rows, 2):
-                wide1_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                            beta, gamma)
+            _wide1_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
             j += lanes
         if j < width:
             _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
