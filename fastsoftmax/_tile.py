@@ -28,7 +28,7 @@ vectors is 24 accumulators + 2 operands + 1 broadcast.
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 ROWS = 6  # rows of a tile: samples in the forward pass, features in the backward pass
 NARROW = 32  # bytes of an AVX2 vector: every width's tiles finish a row with these
@@ -38,16 +38,19 @@ def _make_tile(cols: int, rows: int = ROWS, vector_bytes: int = NARROW):
     @intrinsic
     def tile(typingctx, a, a_off, a_ss, a_sk, b, b_off, b_sk, k, out, o_off, o_ss, beta, gamma):
         # a, b, out: 1-D C-contiguous arrays of one float dtype; offsets and strides
-        # in elements (int64); beta, gamma any real scalars, rounded to the dtype.  beta == 0 means
-        # "overwrite": out is not read, so uninitialised scratch (NaN) cannot leak in.
+        # in elements (int64); beta, gamma any real scalars, rounded to the dtype, or
+        # both 1-D arrays of the dtype holding one value per column from the tile's
+        # first (see column()).  beta == 0 means "overwrite": out is not read, so
+        # uninitialised scratch (NaN) cannot leak in.
         dtype = a.dtype
+        per_column = isinstance(beta, types.Array)
+        if per_column != isinstance(gamma, types.Array):
+            raise TypeError("tile: beta and gamma must both be scalars or both arrays")
         sig = types.void(a, a_off, a_ss, a_sk, b, b_off, b_sk, k, out, o_off, o_ss,
                          beta, gamma)
 
         def codegen(context, builder, signature, args):
             a, a_off, a_ss, a_sk, b, b_off, b_sk, k, out, o_off, o_ss, beta, gamma = args
-            beta = context.cast(builder, beta, signature.args[11], dtype)
-            gamma = context.cast(builder, gamma, signature.args[12], dtype)
             size = dtype.bitwidth // 8
             n_lanes = vector_bytes // size
             fty = context.get_value_type(dtype)
@@ -84,20 +87,48 @@ def _make_tile(cols: int, rows: int = ROWS, vector_bytes: int = NARROW):
                     for c in range(cols):
                         acc = accs[s][c]
                         builder.store(builder.call(fma, [x, bv[c], builder.load(acc)]), acc)
-            overwrite = builder.fcmp_ordered("==", beta, ir.Constant(fty, 0.0))
-            vbeta, vgamma = splat(beta), splat(gamma)
+            if per_column:
+                # One coefficient per output column, the same for every row:
+                # vectors of beta and gamma (1-D views starting at the tile's
+                # first column).
+                def coefs(arg, i):
+                    ptr = context.make_array(signature.args[i])(context, builder, arg).data
+                    return [builder.load(vector_at(ptr, ir.Constant(i64, c * n_lanes)),
+                                         align=size) for c in range(cols)]
+                vbetas, vgammas = coefs(beta, 11), coefs(gamma, 12)
+                overwrites = [builder.fcmp_ordered("==", v, ir.Constant(vty, [0.0] * n_lanes))
+                              for v in vbetas]
+            else:
+                beta = context.cast(builder, beta, signature.args[11], dtype)
+                gamma = context.cast(builder, gamma, signature.args[12], dtype)
+                overwrites = [builder.fcmp_ordered("==", beta, ir.Constant(fty, 0.0))] * cols
+                vbetas, vgammas = [splat(beta)] * cols, [splat(gamma)] * cols
             for s in range(rows):
                 row = builder.add(o_off, builder.mul(ir.Constant(i64, s), o_ss))
                 for c in range(cols):
                     p = vector_at(o_ptr, builder.add(row, ir.Constant(i64, c * n_lanes)))
-                    scaled = builder.fmul(vgamma, builder.load(accs[s][c]))
-                    mixed = builder.call(fma, [vbeta, builder.load(p, align=size), scaled])
-                    builder.store(builder.select(overwrite, scaled, mixed), p, align=size)
+                    scaled = builder.fmul(vgammas[c], builder.load(accs[s][c]))
+                    mixed = builder.call(fma, [vbetas[c], builder.load(p, align=size), scaled])
+                    builder.store(builder.select(overwrites[c], scaled, mixed), p, align=size)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return tile
+
+
+def column(coef, j):
+    """A tile's beta or gamma for the tile whose first column is j: ``coef`` itself
+    when it is one scalar for every column, ``coef[j:]`` when it holds one value
+    per column (compiled by numba; no Python implementation)."""
+    raise NotImplementedError("column() runs only inside numba kernels")
+
+
+@overload(column, inline="always")
+def _column(coef, j):
+    if isinstance(coef, types.Array):
+        return lambda coef, j: coef[j:]
+    return lambda coef, j: coef
 
 
 # 32-byte tiles, the whole of the AVX2 design and the row tails of the AVX-512 one.

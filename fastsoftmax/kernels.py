@@ -20,8 +20,12 @@ tiles of :mod:`fastsoftmax._tile`: the forward ``Hd = relu(Xb W1 + b1)`` and
 ``W1 = (1 - lr alpha) W1 - lr Xb^T dA`` and ``W2 = (1 - lr alpha) W2 - lr Hd^T G``,
 applied in place without storing the weight gradients (plain SGD).  Momentum
 and Adam store the gradient instead (the same tiles, overwriting a buffer)
-and update weights and state in one elementwise pass
-(:func:`_optimizer_update`); their state is packed like the model.
+and update weights and state in an elementwise pass
+(:func:`_optimizer_rule`); their state is packed like the model.
+
+Models trained together (:func:`_train_epoch_many`, a pack) keep this form
+between epochs; during an epoch their W1 sit side by side in one wide
+matrix, so the two big products run once for the whole pack.
 
 The private ``_`` kernels take only arrays and scalars of the model's dtype
 and allocate only once per call (never per minibatch).  The public wrappers
@@ -35,7 +39,7 @@ import numpy as np
 
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
-from ._tile import (NARROW, ROWS, tile1, tile1_short, tile1_tall, tile2, tile2_short, wide1,
+from ._tile import (NARROW, ROWS, column, tile1, tile1_short, tile1_tall, tile2, tile2_short, wide1,
                     wide1_short, wide1_tall, wide2, wide2_short, wide2_tall)
 from .checks import pixels_to_float
 from .optimizers import ADAM, NESTEROV, SGD, Optimizer, OptimizerState, init_state
@@ -70,7 +74,9 @@ def pad_features(n):
     return -(-n // ROWS) * ROWS
 
 
+@jit
 def pad_hidden(n):
+    """n rounded up to a multiple of HIDDEN_TILE (callable from Python and kernels)."""
     return -(-n // HIDDEN_TILE) * HIDDEN_TILE
 
 
@@ -121,7 +127,8 @@ if VECTOR_BYTES == 32:
         """out[r, j] = beta out[r, j] + gamma sum_k a[r a_ss + k a_sk] b[k b_sk + j].
 
         a, b, out: 1-D views of C-ordered arrays (offsets and strides in elements);
-        r < n_rows (even), j < width (a multiple of 32 bytes).  The AVX2 design:
+        r < n_rows (even), j < width (a multiple of 32 bytes).  beta, gamma: scalars,
+        or 1-D arrays of one value per output column (j < width).  The AVX2 design:
         two-vector tiles cover the width, a one-vector tile the rest; rows go ROWS
         at a time, then 2.  Columns are the outer loop so one block of b serves
         every row tile while it is in cache.
@@ -132,13 +139,14 @@ if VECTOR_BYTES == 32:
         while j + 2 * lanes <= width:
             for r in range(0, full, ROWS):
                 tile2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                      beta, gamma)
+                      column(beta, j), column(gamma, j))
             for r in range(full, n_rows, 2):
                 tile2_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
-                            beta, gamma)
+                            column(beta, j), column(gamma, j))
             j += 2 * lanes
         if j < width:
-            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
+            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+                          column(beta, j), column(gamma, j))
 else:
     @jit
     def _tiles(a, a_ss, a_sk, n_rows, b, b_sk, k, out, o_ss, width, beta, gamma):
@@ -153,13 +161,16 @@ else:
         full = n_rows - n_rows % ROWS
         j = 0
         while j + 2 * lanes <= width:
-            _wide2_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
+            _wide2_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+                         column(beta, j), column(gamma, j))
             j += 2 * lanes
         if j + lanes <= width:
-            _wide1_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
+            _wide1_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+                         column(beta, j), column(gamma, j))
             j += lanes
         if j < width:
-            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma)
+            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+                          column(beta, j), column(gamma, j))
 
 
 @jit
@@ -206,6 +217,39 @@ def _prefetch_rows(X, order, start, stop):
             prefetch(flat, base + e)
 
 
+@jit(inline="always")
+def _input_product(Xb, npad, W1, width, A):
+    """A[:npad, :width] = Xb[:npad] W1[:, :width], without the bias.
+
+    Xb: (>= npad, Dp); W1: (Dp, Wd) and A: (>= npad, Wd), C-ordered, Wd >= width
+    (a multiple of HIDDEN_TILE).  Each output is the same chain of multiply-adds
+    over the features whatever Wd, width and its column are, so a model's
+    columns give the same bits alone or among a pack's (see _train_epoch_many).
+    """
+    Dp, Wd = W1.shape
+    one = W1.dtype.type(1)
+    Xf, Wf, Af = Xb.ravel(), W1.ravel(), A.ravel()
+    # Blocks of FEATURE_BLOCK rows of W1, so each block's column tiles stay in L1
+    # while every sample tile uses them.  At H = 20-40 this measured the same as
+    # one pass (W1 fits in L2); it is meant for layers whose W1 outgrows L2
+    # (about H > 160 in float32), where it has not been measured.
+    for f in range(0, Dp, FEATURE_BLOCK):
+        beta = W1.dtype.type(0) if f == 0 else one
+        _tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Wd:], Wd, min(FEATURE_BLOCK, Dp - f), Af, Wd,
+               width, beta, one)
+
+
+@jit(inline="always")
+def _logits(Hd, npad, n, W2, b2, Z):
+    """Z[:n, :K] = Hd W2 + b2 (K = len(b2)); Hd (>= npad, Hp), W2 (Hp, Kp), Z (>= npad, Kp)."""
+    Hp, Kp = W2.shape
+    _tiles(Hd.ravel(), Hp, UNIT, npad, W2.ravel(), Kp, Hp, Z.ravel(), Kp, Kp,
+           W2.dtype.type(0), W2.dtype.type(1))
+    for i in range(n):
+        for k in range(b2.shape[0]):
+            Z[i, k] += b2[k]
+
+
 @jit
 def _forward(Xb, n, W1, b1, W2, b2, Hd, Z):
     """Hidden activations and logits of the gathered samples ``Xb[:n]``.
@@ -214,28 +258,14 @@ def _forward(Xb, n, W1, b1, W2, b2, Hd, Z):
     Hd: (>= np, Hp) out, relu(x W1 + b1)
     Z: (>= np, Kp) out, Hd W2 + b2 in its first K = len(b2) columns for rows < n
     """
-    Dp, Hp = W1.shape
-    Kp = W2.shape[1]
-    K = b2.shape[0]
+    Hp = W1.shape[1]
     npad = pad_samples(n)
-    one = W1.dtype.type(1)
-    Xf, Wf, Hf = Xb.ravel(), W1.ravel(), Hd.ravel()
-    # Blocks of FEATURE_BLOCK rows of W1, so each block's column tiles stay in L1
-    # while every sample tile uses them.  At H = 20-40 this measured the same as
-    # one pass (W1 fits in L2); it is meant for layers whose W1 outgrows L2
-    # (about H > 160 in float32), where it has not been measured.
-    for f in range(0, Dp, FEATURE_BLOCK):
-        beta = W1.dtype.type(0) if f == 0 else one
-        _tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), Hf, Hp, Hp,
-               beta, one)
+    _input_product(Xb, npad, W1, Hp, Hd)
     zero = W1.dtype.type(0)
     for i in range(npad):  # padded rows too: they meet zero gradients later
         for j in range(Hp):
             Hd[i, j] = max(Hd[i, j] + b1[j], zero)
-    _tiles(Hf, Hp, UNIT, npad, W2.ravel(), Kp, Hp, Z.ravel(), Kp, Kp, zero, one)
-    for i in range(n):
-        for k in range(K):
-            Z[i, k] += b2[k]
+    _logits(Hd, npad, n, W2, b2, Z)
 
 
 @jit
@@ -296,6 +326,24 @@ def _squared_norm(W):
         s = w.dtype.type(0)
         for t in range(start, min(start + NORM_CHUNK, w.shape[0])):
             s += w[t] * w[t]
+        total += s
+    return total
+
+
+@jit
+def _columns_norm(W, c, H):
+    """Sum of squares of the columns c .. c + H of W (2-D, C-ordered), as float64.
+
+    Row by row, each row's H values summed in W's dtype: the same operations
+    wherever the columns sit, so a model's L2 term has the same bits alone
+    and side by side with others (see _train_epoch_many).
+    """
+    total = 0.0
+    for d in range(W.shape[0]):
+        row = W[d, c:c + H]
+        s = W.dtype.type(0)
+        for j in range(H):
+            s += row[j] * row[j]
         total += s
     return total
 
@@ -393,91 +441,53 @@ def _load_minibatch(X, table, order, start, B, rows, Xb):
 
 
 @jit(inline="always")
-def _step(Xb, y, rows, n, lr, alpha, decay, limit, W1, b1, W2, b2, Hd, Z, G, dA, W2T,
-          gW1, gb1, gW2, gb2, fused):
-    """One step's loss and gradient on the minibatch ``rows[:n]``, already gathered into Xb.
+def _optimizer_coefs(w, lr, settings, t):
+    """The constants of one step of a rule (see :func:`_optimizer_rule`), of w's dtype.
 
-    With ``fused`` (plain SGD), applies the update in the same pass without
-    storing the weight gradients; otherwise writes the data part of the
-    gradient (no L2 term) into gW1, gb1, gW2, gb2 (the kernel form's shapes)
-    for :func:`_optimizer_update`.  gb1, gb2 are written in both cases.
-    Returns (the minibatch's loss, its cross-entropy alone), float64: the
-    loss adds the L2 term.  A loss that is not <= limit (float64; non-finite,
-    or above reference.divergence_limit) stops before the backward pass: the
-    parameters stay as they were and the caller reports divergence.
-    Hd, Z, G, dA, W2T: scratch as from :func:`_scratch`.
+    settings (4,) float64: momentum, beta1, beta2, epsilon; t: the step count
+    including this step (Adam's bias corrections).
     """
-    # The parts are called from here directly, not through a helper per
-    # phase: numba re-optimises and re-emits every callee inside each caller,
-    # so each level of nesting added ~2 s to a cold start.
-    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
-    xent = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
-    value = xent
-    if alpha != 0:
-        value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
-    if not value <= limit:  # NaN compares False
-        return value, xent
-    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
-    if fused:
-        _w1_update(Xb, n, dA, W1, decay, -lr)
-        _w2_update(Hd, n, G, W2, decay, -lr)  # after _backward has used the old W2
-        _bias_update(lr, b1, b2, gb1, gb2)
-    else:
-        zero, one = W1.dtype.type(0), W1.dtype.type(1)
-        _w1_update(Xb, n, dA, gW1, zero, one)
-        _w2_update(Hd, n, G, gW2, zero, one)
-    return value, xent
+    dt = w.dtype.type
+    # Bias corrections in float64, then rounded, as torch.optim.Adam does.
+    return (dt(settings[0]), dt(settings[1]), dt(settings[2]), dt(settings[3]),
+            dt(float(lr) / (1.0 - settings[1] ** t)), dt(np.sqrt(1.0 - settings[2] ** t)))
 
 
 @jit
-def _optimizer_update(opt, w, g, s1, s2, n_w1, n_b1, n_w2, lr, alpha, settings, t):
-    """One step of momentum, Nesterov momentum or Adam on a model packed in ``w``.
+def _optimizer_rule(opt, w, g, s1, s2, lr, l2, coefs):
+    """One step of momentum, Nesterov momentum or Adam, element by element, in place.
 
-    The rules of :mod:`fastsoftmax.optimizers` (and of reference.update),
-    element by element.  w, g, s1, s2: 1-D, one model packed as
-    [W1, b1, W2, b2] (:func:`packed_views`): weights, the data part of the
-    gradient, and the state (v for momentum; m and v for Adam; s2 unused by
-    momentum).  n_w1, n_b1, n_w2: lengths of the first three parts; the L2
-    term ``alpha w`` joins the gradient of W1 and W2 only.  lr, alpha of the
-    model dtype; settings (4,) float64: momentum, beta1, beta2, epsilon;
-    t: the step count including this step (Adam's bias corrections).
-    Padding stays zero: zero weights with zero gradients get zero state and a
-    zero step (Adam: 0 / (0 + eps)).
+    The rules of :mod:`fastsoftmax.optimizers` (and of reference.update).
+    w, g, s1, s2: 1-D of one length: weights, the data part of their gradient,
+    and the state (v for momentum; m and v for Adam; s2 unused by momentum).
+    ``l2 w`` joins the gradient (alpha for W1 and W2, 0 for biases); lr, l2 of
+    the model dtype; coefs from :func:`_optimizer_coefs`.  Zero weights with
+    zero gradients get zero state and a zero step (Adam: 0 / (0 + eps)), so
+    padding stays zero.
     """
-    dt = w.dtype.type
-    zero = dt(0)
-    one = dt(1)
-    mu, b1, b2, eps = dt(settings[0]), dt(settings[1]), dt(settings[2]), dt(settings[3])
+    mu, b1, b2, eps, step_size, bc2_sqrt = coefs
+    one = w.dtype.type(1)
     c1, c2 = one - b1, one - b2
-    # Bias corrections in float64, then rounded, as torch.optim.Adam does.
-    step_size = dt(float(lr) / (1.0 - settings[1] ** t))
-    bc2_sqrt = dt(np.sqrt(1.0 - settings[2] ** t))
-    ends = (n_w1, n_w1 + n_b1, n_w1 + n_b1 + n_w2, w.shape[0])
-    lo = 0
-    for part in range(4):
-        hi = ends[part]
-        l2 = alpha if part % 2 == 0 else zero  # W1 and W2 only: no L2 on biases
-        if opt == ADAM:
-            for i in range(lo, hi):
-                gi = g[i] + l2 * w[i]
-                m = b1 * s1[i] + c1 * gi
-                v = b2 * s2[i] + c2 * gi * gi
-                s1[i] = m
-                s2[i] = v
-                w[i] -= step_size * m / (np.sqrt(v) / bc2_sqrt + eps)
-        elif opt == NESTEROV:
-            for i in range(lo, hi):
-                gi = g[i] + l2 * w[i]
-                v = mu * s1[i] + gi
-                s1[i] = v
-                w[i] -= lr * (gi + mu * v)
-        else:  # MOMENTUM
-            for i in range(lo, hi):
-                gi = g[i] + l2 * w[i]
-                v = mu * s1[i] + gi
-                s1[i] = v
-                w[i] -= lr * v
-        lo = hi
+    if opt == ADAM:
+        for i in range(w.shape[0]):
+            gi = g[i] + l2 * w[i]
+            m = b1 * s1[i] + c1 * gi
+            v = b2 * s2[i] + c2 * gi * gi
+            s1[i] = m
+            s2[i] = v
+            w[i] -= step_size * m / (np.sqrt(v) / bc2_sqrt + eps)
+    elif opt == NESTEROV:
+        for i in range(w.shape[0]):
+            gi = g[i] + l2 * w[i]
+            v = mu * s1[i] + gi
+            s1[i] = v
+            w[i] -= lr * (gi + mu * v)
+    else:  # MOMENTUM
+        for i in range(w.shape[0]):
+            gi = g[i] + l2 * w[i]
+            v = mu * s1[i] + gi
+            s1[i] = v
+            w[i] -= lr * v
 
 
 @jit
@@ -504,10 +514,17 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
                       K, alive, losses, xents, opts, settings, slots, steps):
     """One epoch for P models that share the minibatch order, in place.
 
-    Each minibatch is gathered once and trains every model in turn, so the
-    gather and its trip to memory are paid once for all of them.  Every model
-    sees exactly the operations it would see alone (P = 1), in the same
-    order: the results are bit-identical to training it alone.
+    Each minibatch is gathered once for all of them, and their first layers
+    work side by side: for the epoch, the models' W1 are copied into the
+    columns of one wide matrix (the plain-SGD models first, then the others,
+    each H columns with no padding between models), so the forward product
+    and the W1 update each run once over all their hidden units, in full
+    vectors, instead of once per model on narrow ones.  The rest of a step
+    (softmax, cross-entropy, the backward pass, W2) runs model by model.  An
+    output column of a product is the same chain of operations wherever it
+    sits, and every per-model part reads only that model's columns, so each
+    model sees exactly the operations it would see alone (P = 1): the
+    results are bit-identical to training it alone.
 
     X (N, D): float of the model dtype with ``table`` None, or uint8 pixels
     with ``table`` = pixel_table(dtype) (see :func:`_gather`); y (N,) int64;
@@ -515,7 +532,8 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     last one smaller).  lrs, alphas (P,) of the model dtype; limits (P,)
     float64, the largest loss accepted (reference.divergence_limit).
     state 1-D: model m packed at offs[m] (see :func:`packed_views`) with
-    hidden[m] (a multiple of HIDDEN_TILE) hidden units and K classes.
+    hidden[m] hidden units (unpadded; packed padded to a multiple of
+    HIDDEN_TILE) and K classes.
     opts (P,) int64: each model's rule (optimizers.SGD, MOMENTUM, NESTEROV,
     ADAM); settings (P, 4) float64 (Optimizer.settings); slots (2, len(state))
     of the model dtype, the optimiser state packed like ``state`` ((2, 0)
@@ -534,47 +552,141 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     Dp = pad_features(X.shape[1])
     Kp = pad_classes(K)
     Bp = pad_samples(B)
+    dt = state.dtype.type
+    zero, one = dt(0), dt(1)
+    # The wide layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m];
+    # -1 for models not (or no longer) in it.  The plain-SGD block is padded
+    # to whole vectors: its update is fused into the product (per-column
+    # decay and learning rate); the other rules' block gets the gradient.
+    cols = np.full(P, -1, np.int64)
+    c = ORIGIN
+    for m in range(P):
+        if alive[m] and opts[m] == SGD:
+            cols[m] = c
+            c += hidden[m]
+    split = pad_hidden(c)
+    c = split
+    for m in range(P):
+        if alive[m] and opts[m] != SGD:
+            cols[m] = c
+            c += hidden[m]
+    Hw = pad_hidden(c)
+    in_layout = 0
+    for m in range(P):
+        in_layout += cols[m] >= 0
+    W1w = np.zeros((Dp, Hw), state.dtype)
+    decay_w = np.ones(split, state.dtype)  # the SGD block's beta and gamma per column
+    step_w = np.zeros(split, state.dtype)
     widest = 0
     for m in range(P):
         if hidden[m] > hidden[widest]:
             widest = m
-    # One set of scratch, sized for the widest model; each model's 2-D views
-    # of it have that model's own row stride.
-    W1w, b1w, W2w, b2w = packed_views(state, offs[widest], hidden[widest], Dp, K)
-    rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1w, W2w)
+        if cols[m] < 0:
+            continue
+        H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
+        W1 = packed_views(state, offs[m], Hp, Dp, K)[0]
+        W1w[:, cm:cm + H] = W1[:, :H]
+        if opts[m] == SGD:
+            decay_w[cm:cm + H] = one - lrs[m] * alphas[m]
+            step_w[cm:cm + H] = -lrs[m]
+    # Scratch: the wide products' (A = Xb W1 before bias, dA), and one model's
+    # at a time, sized for the widest; each model's 2-D views of it have that
+    # model's own row stride.
+    Hmax = pad_hidden(hidden[widest])
+    W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
+    rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1x, W2x)
+    A = np.empty((Bp, Hw), state.dtype)
+    dAw = np.zeros((Bp, Hw), state.dtype)
+    gW1w = np.empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
     hd, da, w2t = Hd.ravel(), dA.ravel(), W2T.ravel()
-    # The gradient, packed as one model is: plain SGD uses only its biases.
-    grad = np.empty(packed_size(hidden[widest], Dp, K), state.dtype)
+    grad = np.empty(Hmax + Hmax * Kp + K, state.dtype)  # one model's b1, W2, b2 gradient
     total = np.zeros(P)
     total_xent = np.zeros(P)
     for start in range(0, N, B):
+        if in_layout == 0:
+            break  # every model has diverged
         n = _load_minibatch(X, table, order, start, B, rows, Xb)
+        npad = pad_samples(n)
+        _input_product(Xb, npad, W1w, Hw, A)
         for m in range(P):
-            if not alive[m]:
+            if cols[m] < 0:
                 continue
-            Hp = hidden[m]
-            off = offs[m]
+            H, Hp, cm, off = hidden[m], pad_hidden(hidden[m]), cols[m], offs[m]
             W1, b1, W2, b2 = packed_views(state, off, Hp, Dp, K)
-            gW1, gb1, gW2, gb2 = packed_views(grad, ORIGIN, Hp, Dp, K)
+            Hm = hd[:Bp * Hp].reshape(Bp, Hp)
+            dAm = da[:Bp * Hp].reshape(Bp, Hp)
+            for i in range(npad):  # padded rows too: they meet zero gradients later
+                for j in range(H):
+                    Hm[i, j] = max(A[i, cm + j] + b1[j], zero)
+                for j in range(H, Hp):
+                    Hm[i, j] = zero
+            _logits(Hm, npad, n, W2, b2, Z)
             lr, alpha = lrs[m], alphas[m]
-            decay = state.dtype.type(1) - lr * alpha
-            fused = opts[m] == SGD
-            value, xent = _step(Xb, y, rows, n, lr, alpha, decay, limits[m], W1, b1, W2, b2,
-                                hd[:Bp * Hp].reshape(Bp, Hp), Z, G,
-                                da[:Bp * Hp].reshape(Bp, Hp), w2t[:Kp * Hp].reshape(Kp, Hp),
-                                gW1, gb1, gW2, gb2, fused)
-            if not value <= limits[m]:
+            xent = _xent_grad(Z, K, y, rows, n, G) / n
+            value = xent
+            if alpha != 0:
+                value += 0.5 * alpha * (_columns_norm(W1w, cm, H) + _squared_norm(W2))
+            if not value <= limits[m]:  # NaN compares False
+                # Diverged: it keeps its weights from before this minibatch,
+                # and leaves the wide layout (its columns stop changing).
                 alive[m] = False
+                cols[m] = -1
+                in_layout -= 1
+                W1[:, :H] = W1w[:, cm:cm + H]
+                dAw[:, cm:cm + H] = zero
+                if opts[m] == SGD:
+                    decay_w[cm:cm + H] = one
+                    step_w[cm:cm + H] = zero
                 continue
+            gb1, gb2 = grad[:Hp], grad[Hp + Hp * Kp:Hp + Hp * Kp + K]
+            _backward(n, Hm, G, W2, w2t[:Kp * Hp].reshape(Kp, Hp), dAm, gb1, gb2)
+            for i in range(npad):
+                for j in range(H):
+                    dAw[i, cm + j] = dAm[i, j]
             steps[m] += 1
-            if not fused:
-                size = packed_size(Hp, Dp, K)
-                _optimizer_update(opts[m], state[off:off + size], grad[:size],
-                                  slots[0, off:off + size], slots[1, off:off + size],
-                                  Dp * Hp, Hp, Hp * Kp, lr, alpha, settings[m], steps[m])
+            if opts[m] == SGD:
+                _w2_update(Hm, n, G, W2, one - lr * alpha, -lr)  # after _backward used the old W2
+                _bias_update(lr, b1, b2, gb1, gb2)
+            else:
+                gW2 = grad[Hp:Hp + Hp * Kp]
+                _w2_update(Hm, n, G, gW2.reshape(Hp, Kp), zero, one)
+                coefs = _optimizer_coefs(state, lr, settings[m], steps[m])
+                # b1, W2, b2 follow W1 in the packed model, as in grad
+                at = off + Dp * Hp
+                w2_at = at + Hp
+                _optimizer_rule(opts[m], state[at:w2_at], gb1, slots[0, at:w2_at],
+                                slots[1, at:w2_at], lr, zero, coefs)
+                b2_at = w2_at + Hp * Kp
+                end = b2_at + K
+                _optimizer_rule(opts[m], state[w2_at:b2_at], gW2, slots[0, w2_at:b2_at],
+                                slots[1, w2_at:b2_at], lr, alpha, coefs)
+                _optimizer_rule(opts[m], state[b2_at:end], gb2, slots[0, b2_at:end],
+                                slots[1, b2_at:end], lr, zero, coefs)
             total[m] += value * n
             total_xent[m] += xent * n
+        # W1 of the SGD block: W1 = (1 - lr alpha) W1 - lr Xb^T dA, per column;
+        # of the others: their gradient Xb^T dA, then each one's rule.
+        Xf = Xb.ravel()
+        if split > 0:
+            _tiles(Xf, UNIT, Dp, Dp, dAw.ravel(), Hw, npad, W1w.ravel(), Hw, split,
+                   decay_w, step_w)
+        if Hw > split:
+            _tiles(Xf, UNIT, Dp, Dp, dAw.ravel()[split:], Hw, npad, gW1w.ravel(), Hw - split,
+                   Hw - split, zero, one)
+            for m in range(P):
+                if cols[m] < 0 or opts[m] == SGD:
+                    continue
+                H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
+                coefs = _optimizer_coefs(state, lrs[m], settings[m], steps[m])
+                for d in range(Dp):
+                    at = offs[m] + d * Hp
+                    _optimizer_rule(opts[m], W1w[d, cm:cm + H], gW1w[d, cm - split:cm - split + H],
+                                    slots[0, at:at + H], slots[1, at:at + H], lrs[m], alphas[m],
+                                    coefs)
     for m in range(P):
+        if cols[m] >= 0:
+            W1 = packed_views(state, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
+            W1[:, :hidden[m]] = W1w[:, cols[m]:cols[m] + hidden[m]]
         losses[m] = total[m] / N if alive[m] else np.nan
         xents[m] = total_xent[m] / N if alive[m] else np.nan
 
@@ -587,8 +699,13 @@ def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     for i in range(n):
         rows[i] = i
     _gather(X, table, rows, n, Xb)
-    value, _ = _step(Xb, y, rows, n, W1.dtype.type(0), alpha, W1.dtype.type(1), np.inf,
-                     W1, b1, W2, b2, Hd, Z, G, dA, W2T, gW1, gb1, gW2, gb2, False)
+    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
+    value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
+    value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
+    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
+    zero, one = W1.dtype.type(0), W1.dtype.type(1)
+    _w1_update(Xb, n, dA, gW1, zero, one)
+    _w2_update(Hd, n, G, gW2, zero, one)
     gW1 += alpha * W1
     gW2 += alpha * W2
     return value
@@ -726,19 +843,19 @@ def pack(params: list[Params]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Several models in kernel form laid end to end, as :func:`_train_epoch_many` reads them.
 
     Returns (state 1-D of the models' dtype, offs (P,) int64 where each model
-    starts, hidden (P,) int64 padded hidden sizes); :func:`packed_views` of
-    (state, offs[m], hidden[m], ...) gives model m's kernel-form arrays.
+    starts, hidden (P,) int64 hidden sizes); :func:`packed_views` of
+    (state, offs[m], pad_hidden(hidden[m]), ...) gives model m's kernel-form arrays.
     """
     parts = [_flat(p) for p in params]
-    hidden = np.array([pad_hidden(p.shape[1]) for p in params], np.int64)
+    hidden = np.array([p.shape[1] for p in params], np.int64)
     return np.concatenate(parts), offsets([q.size for q in parts]), hidden
 
 
-def unpack(flat: np.ndarray, off: int, hidden: int, shape) -> Params:
-    """The model packed in ``flat`` at ``off`` (padded hidden size ``hidden``) as Params
-    (fresh arrays) of ``shape`` = (n_features, n_hidden, n_classes)."""
+def unpack(flat: np.ndarray, off: int, shape) -> Params:
+    """The model of ``shape`` = (n_features, n_hidden, n_classes) packed in ``flat``
+    at ``off``, as Params (fresh arrays)."""
     D, H, K = shape
-    return from_kernel(*packed_views(flat, off, hidden, pad_features(D), K), D, H)
+    return from_kernel(*packed_views(flat, off, pad_hidden(H), pad_features(D), K), D, H)
 
 
 def pack_slots(params: list[Params], offs: np.ndarray, states: list[OptimizerState]
@@ -814,12 +931,12 @@ class Packed:
 
     def params(self, m: int) -> Params:
         """Model m's weights now (fresh arrays)."""
-        return unpack(self.flat, self.offs[m], self.hidden[m], self.shapes[m])
+        return unpack(self.flat, self.offs[m], self.shapes[m])
 
     def state(self, m: int) -> OptimizerState:
         """Model m's optimiser state now (fresh arrays)."""
-        return OptimizerState([unpack(self.slots[j], self.offs[m], self.hidden[m],
-                                      self.shapes[m]) for j in range(self.n_slots[m])],
+        return OptimizerState([unpack(self.slots[j], self.offs[m], self.shapes[m])
+                               for j in range(self.n_slots[m])],
                               int(self.steps[m]))
 
 

@@ -78,7 +78,7 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
     size and one epoch count; they train together, each minibatch gathered
     once for all (kernels._train_epoch_many).
     Per group g: batch size, lr, alpha (of the model dtype), the largest loss
-    accepted (float64, reference.divergence_limit), padded hidden size,
+    accepted (float64, reference.divergence_limit), hidden size,
     epoch count, and the offset of its packed model in ``state`` (1-D);
     its optimiser's code and settings (G, 4), and its optimiser state in
     ``slots`` (2, len(state)), at the same offset ((2, 0) when all are SGD).
@@ -126,7 +126,7 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
                     if not alive[m]:
                         diverged[g] = True
                         continue
-                    Hp = g_hidden[g]
+                    Hp = kernels.pad_hidden(g_hidden[g])
                     W1, b1, W2, b2 = kernels.packed_views(state, g_off[g], Hp, Dp, K)
                     ce, correct = kernels._forward_blocks(Xv, table, W1, b1, W2, b2, yv,
                                                           no_proba, kernels.NO_PROBA)
@@ -434,7 +434,8 @@ def trained_params(plan: Plan, records: dict, snaps) -> dict:
         rec = records.get(ci)
         if rec is not None and not rec.diverged:
             packed = snaps[plan.c_off[ci]:plan.c_off[ci] + plan.c_size[ci]]
-            views = kernels.packed_views(packed, 0, int(plan.g_hidden[gi]), Dp, plan.n_classes)
+            Hp = kernels.pad_hidden(c.hidden_size)
+            views = kernels.packed_views(packed, 0, Hp, Dp, plan.n_classes)
             params[c] = kernels.from_kernel(*views, plan.n_features, c.hidden_size)
     return params
 

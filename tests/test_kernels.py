@@ -116,6 +116,72 @@ def test_training_together_equals_training_alone(dtype):
             assert rel_err(loss, losses[m]) <= 1e-12
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_per_column_coefficients_equal_scalar_ones_column_by_column(dtype):
+    """out = beta out + gamma a b with one (beta, gamma) per column: each column has
+    the bits of the scalar product with that column's pair, so a pack's models
+    updated side by side (each its own decay and learning rate) match their
+    updates alone.  beta = 0 overwrites: a NaN there must not leak in."""
+    rng = np.random.default_rng(7)
+    rows, k, width = 26, 19, 40  # tall, 6-row and 2-row tiles; 2-vector and 1-vector strips
+    a = rng.standard_normal(rows * k).astype(dtype)
+    b = rng.standard_normal(k * width).astype(dtype)
+    out = rng.standard_normal(rows * width).astype(dtype)
+    beta = rng.uniform(0.5, 1.0, width).astype(dtype)
+    gamma = rng.uniform(-1.0, -0.1, width).astype(dtype)
+    beta[[3, 17, 38]] = 0
+    out.reshape(rows, width)[:, [3, 17, 38]] = np.nan
+    one = kernels.UNIT
+    got = out.copy()
+    kernels._tiles(a, k, one, rows, b, width, k, got, width, width, beta, gamma)
+    got = got.reshape(rows, width)
+    assert np.isfinite(got).all()
+    for j in range(width):
+        want = out.copy()
+        kernels._tiles(a, k, one, rows, b, width, k, want, width, width, beta[j], gamma[j])
+        np.testing.assert_array_equal(got[:, j], want.reshape(rows, width)[:, j])
+    exact = (np.where(beta == 0, 0, beta) * np.nan_to_num(out.reshape(rows, width))
+             + gamma * (a.reshape(rows, k).astype(np.float64) @ b.reshape(k, width)))
+    np.testing.assert_allclose(got, exact, rtol=RTOL[np.dtype(dtype)] * 100, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_pack_with_every_rule_diverging_or_not_equals_each_model_alone(dtype):
+    """Models side by side in the pack's wide W1, two of them (one plain SGD, one
+    momentum) diverging part-way: every model, the diverged ones too (their
+    weights from before the bad minibatch), has its weights, loss and state bit
+    for bit as trained alone."""
+    X, y = make_data(300, n_features=50, dtype=dtype, seed=8)
+    order = np.random.default_rng(2).permutation(300)
+    opts = [make_optimizer("sgd"), make_optimizer("adam"), make_optimizer("momentum"),
+            make_optimizer("sgd"), make_optimizer("nesterov")]
+    hidden = [9, 13, 7, 20, 3]
+    lrs, alphas = [1e30, 0.01, 1e30, 0.05, 0.02], [1.0, 1e-3, 1.0, 1e-4, 0.0]
+    params = [fs.init_params(50, h, 10, seed=i, dtype=dtype) for i, h in enumerate(hidden)]
+    states = [init_state(o, p) for o, p in zip(opts, params)]
+    together, losses, diverged = kernels.train_epoch_many(params, X, y, order, 32, lrs, alphas,
+                                                          None, opts, states)
+    assert diverged == [True, False, True, False, False]
+    for m, p in enumerate(params):
+        state = init_state(opts[m], p)
+        alone, loss, div = kernels.train_epoch(p, X, y, order, 32, lrs[m], alphas[m], np.inf,
+                                               opts[m], state)
+        assert div == diverged[m]
+        assert loss == losses[m] or (np.isnan(loss) and np.isnan(losses[m]))
+        for a, b in zip(alone, together[m]):
+            np.testing.assert_array_equal(a, b)
+        if div:  # alone is this kernel too: the reference says which weights it keeps
+            r_params, _, r_div = ref.train_epoch(p, X, y, order, 32, lrs[m], alphas[m],
+                                                 np.inf, opts[m], init_state(opts[m], p))
+            assert r_div and np.abs(r_params.W1).max() > 1e20
+            np.testing.assert_allclose(np.abs(alone.W1).max(), np.abs(r_params.W1).max(),
+                                       rtol=1e-3)
+        assert state.step == states[m].step
+        for s, t in zip(state.slots, states[m].slots):
+            for a, b in zip(s, t):
+                np.testing.assert_array_equal(a, b)
+
+
 def test_divergence_stops_before_the_bad_update():
     X, y = make_data(256, dtype=np.float32)
     params = fs.init_params(784, 8, 10, seed=0, dtype=np.float32)
@@ -146,7 +212,7 @@ def test_padding_is_exact(dtype, optimizer):
     flat, slots, hidden = packed.flat, packed.slots, packed.hidden
     Dp = kernels.pad_features(31)
     for arrays in (flat, *slots[:opt.n_slots]):
-        W1, b1, W2, b2 = kernels.packed_views(arrays, 0, hidden[0], Dp, 10)
+        W1, b1, W2, b2 = kernels.packed_views(arrays, 0, kernels.pad_hidden(hidden[0]), Dp, 10)
         assert W1.shape == (Dp, kernels.pad_hidden(3))
         assert W1.shape[0] > 31 and W1.shape[1] > 3
         assert not W1[31:].any() and not W1[:, 3:].any()
@@ -203,5 +269,8 @@ def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path):
     files = sorted(p.name for p in tmp_path.rglob("*.nbc"))
     assert any(name.startswith("sweep._sweep-") for name in files)
     assert any(name.startswith("kernels._forward_blocks-") for name in files)
-    twice = [name for name in files if not name.endswith(".1.nbc")]
+    # _tiles has two by design: scalar coefficients (every product) and one per
+    # column (the wide W1 update of a pack's plain-SGD models).
+    twice = [name for name in files if not name.endswith(".1.nbc")
+             and not (name.startswith("kernels._tiles-") and name.endswith(".2.nbc"))]
     assert twice == [], f"compiled more than once: {twice}"
