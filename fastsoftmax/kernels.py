@@ -510,6 +510,18 @@ def packed_views(flat, off, Hp, Dp, K):
 
 
 @jit
+def _copy_columns(src, s, dst, d, H):
+    """dst[:, d:d + H] = src[:, s:s + H], both 2-D with the same number of rows.
+
+    Loops rather than slice assignment: numba's shape check for that pulls in
+    string formatting that cost ~10 s of a first run's compile.
+    """
+    for r in range(src.shape[0]):
+        for j in range(H):
+            dst[r, d + j] = src[r, s + j]
+
+
+@jit
 def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state, offs, hidden,
                       K, alive, losses, xents, opts, settings, slots, steps):
     """One epoch for P models that share the minibatch order, in place.
@@ -585,10 +597,11 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
             continue
         H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
         W1 = packed_views(state, offs[m], Hp, Dp, K)[0]
-        W1w[:, cm:cm + H] = W1[:, :H]
+        _copy_columns(W1, ORIGIN, W1w, cm, H)
         if opts[m] == SGD:
-            decay_w[cm:cm + H] = one - lrs[m] * alphas[m]
-            step_w[cm:cm + H] = -lrs[m]
+            for j in range(cm, cm + H):
+                decay_w[j] = one - lrs[m] * alphas[m]
+                step_w[j] = -lrs[m]
     # Scratch: the wide products' (A = Xb W1 before bias, dA), and one model's
     # at a time, sized for the widest; each model's 2-D views of it have that
     # model's own row stride.
@@ -599,7 +612,9 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     dAw = np.zeros((Bp, Hw), state.dtype)
     gW1w = np.empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
     hd, da, w2t = Hd.ravel(), dA.ravel(), W2T.ravel()
-    grad = np.empty(Hmax + Hmax * Kp + K, state.dtype)  # one model's b1, W2, b2 gradient
+    # Each model's b1, W2, b2 gradient (packed as they are), kept until its W1
+    # gradient is ready: one call of _optimizer_rule then steps every part.
+    grad = np.empty((P, Hmax + Hmax * Kp + K), state.dtype)
     total = np.zeros(P)
     total_xent = np.zeros(P)
     for start in range(0, N, B):
@@ -632,13 +647,16 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
                 alive[m] = False
                 cols[m] = -1
                 in_layout -= 1
-                W1[:, :H] = W1w[:, cm:cm + H]
-                dAw[:, cm:cm + H] = zero
+                _copy_columns(W1w, cm, W1, ORIGIN, H)
+                for i in range(Bp):
+                    for j in range(cm, cm + H):
+                        dAw[i, j] = zero
                 if opts[m] == SGD:
-                    decay_w[cm:cm + H] = one
-                    step_w[cm:cm + H] = zero
+                    for j in range(cm, cm + H):
+                        decay_w[j] = one
+                        step_w[j] = zero
                 continue
-            gb1, gb2 = grad[:Hp], grad[Hp + Hp * Kp:Hp + Hp * Kp + K]
+            gb1, gb2 = grad[m, :Hp], grad[m, Hp + Hp * Kp:Hp + Hp * Kp + K]
             _backward(n, Hm, G, W2, w2t[:Kp * Hp].reshape(Kp, Hp), dAm, gb1, gb2)
             for i in range(npad):
                 for j in range(H):
@@ -648,20 +666,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
                 _w2_update(Hm, n, G, W2, one - lr * alpha, -lr)  # after _backward used the old W2
                 _bias_update(lr, b1, b2, gb1, gb2)
             else:
-                gW2 = grad[Hp:Hp + Hp * Kp]
-                _w2_update(Hm, n, G, gW2.reshape(Hp, Kp), zero, one)
-                coefs = _optimizer_coefs(state, lr, settings[m], steps[m])
-                # b1, W2, b2 follow W1 in the packed model, as in grad
-                at = off + Dp * Hp
-                w2_at = at + Hp
-                _optimizer_rule(opts[m], state[at:w2_at], gb1, slots[0, at:w2_at],
-                                slots[1, at:w2_at], lr, zero, coefs)
-                b2_at = w2_at + Hp * Kp
-                end = b2_at + K
-                _optimizer_rule(opts[m], state[w2_at:b2_at], gW2, slots[0, w2_at:b2_at],
-                                slots[1, w2_at:b2_at], lr, alpha, coefs)
-                _optimizer_rule(opts[m], state[b2_at:end], gb2, slots[0, b2_at:end],
-                                slots[1, b2_at:end], lr, zero, coefs)
+                _w2_update(Hm, n, G, grad[m, Hp:Hp + Hp * Kp].reshape(Hp, Kp), zero, one)
             total[m] += value * n
             total_xent[m] += xent * n
         # W1 of the SGD block: W1 = (1 - lr alpha) W1 - lr Xb^T dA, per column;
@@ -678,15 +683,30 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
                     continue
                 H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
                 coefs = _optimizer_coefs(state, lrs[m], settings[m], steps[m])
-                for d in range(Dp):
-                    at = offs[m] + d * Hp
-                    _optimizer_rule(opts[m], W1w[d, cm:cm + H], gW1w[d, cm - split:cm - split + H],
-                                    slots[0, at:at + H], slots[1, at:at + H], lrs[m], alphas[m],
-                                    coefs)
+                # Every row of its W1 (in the wide layout), then b1, W2 and b2 (which
+                # follow W1 in the packed model, as in grad): one call site, so the
+                # rules are compiled once (each site cost ~1 s of a first run).
+                rest = offs[m] + Dp * Hp
+                for seg in range(Dp + 3):
+                    if seg < Dp:
+                        w = W1w[seg, cm:cm + H]
+                        g = gW1w[seg, cm - split:cm - split + H]
+                        at, l2 = offs[m] + seg * Hp, alphas[m]
+                    else:
+                        lo, size, l2 = ORIGIN, Hp, zero
+                        if seg == Dp + 1:
+                            lo, size, l2 = Hp, Hp * Kp, alphas[m]
+                        elif seg == Dp + 2:
+                            lo, size = Hp + Hp * Kp, K
+                        w = state[rest + lo:rest + lo + size]
+                        g = grad[m, lo:lo + size]
+                        at = rest + lo
+                    _optimizer_rule(opts[m], w, g, slots[0, at:at + w.shape[0]],
+                                    slots[1, at:at + w.shape[0]], lrs[m], l2, coefs)
     for m in range(P):
         if cols[m] >= 0:
             W1 = packed_views(state, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
-            W1[:, :hidden[m]] = W1w[:, cols[m]:cols[m] + hidden[m]]
+            _copy_columns(W1w, cols[m], W1, ORIGIN, hidden[m])
         losses[m] = total[m] / N if alive[m] else np.nan
         xents[m] = total_xent[m] / N if alive[m] else np.nan
 
