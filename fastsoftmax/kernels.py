@@ -46,7 +46,7 @@ from .optimizers import ADAM, NESTEROV, SGD, Optimizer, OptimizerState, init_sta
 from .params import Params
 from .simd import VECTOR_BYTES
 
-SAMPLE_TILE = ROWS  # minibatches are padded to a multiple of the tile's rows
+SAMPLE_TILE = 2  # minibatches are padded to an even size: _tiles takes rows in pairs
 INV_255 = 1.0 / 255.0  # float64
 HIDDEN_TILE = 8  # Hp is a multiple: whole float32 (8) and float64 (4) vectors
 CLASS_TILE = 16  # Kp is a multiple: one two-vector float32 tile of logits
@@ -731,7 +731,7 @@ def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     return value
 
 
-EVAL_BLOCK = np.int64(42 * SAMPLE_TILE)  # samples per forward block when evaluating
+EVAL_BLOCK = np.int64(42 * ROWS)  # samples per forward block when evaluating
 
 
 @jit
