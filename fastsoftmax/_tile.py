@@ -31,6 +31,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 ROWS = 6  # rows of a tile: samples in the forward pass, features in the backward pass
+MID_ROWS = 8  # rows of the tiles that finish a strip of tall (2 ROWS) ones: 32 = 12 + 12 + 8
+QUAD_ROWS = 4  # and of those that finish 4 rows at full speed, where 2-row ones run at half
 NARROW = 32  # bytes of an AVX2 vector: every width's tiles finish a row with these
 
 
@@ -143,6 +145,9 @@ tile1_tall = _make_tile(1, 2 * ROWS)
 # W2 update has one row per hidden unit, a multiple of 8).
 tile2_short = _make_tile(2, 2)
 tile1_short = _make_tile(1, 2)
+tile2_quad = _make_tile(2, QUAD_ROWS)
+tile1_mid = _make_tile(1, MID_ROWS)
+tile1_quad = _make_tile(1, QUAD_ROWS)
 
 # 64-byte tiles, the bulk of the AVX-512 design (32 registers: 12 x 2 fits).  Creating
 # them costs nothing; numba generates a tile's code only where a kernel calls it.
@@ -153,3 +158,7 @@ wide2_short = _make_tile(2, 2, WIDE)
 wide1_tall = _make_tile(1, 2 * ROWS, WIDE)
 wide1 = _make_tile(1, ROWS, WIDE)
 wide1_short = _make_tile(1, 2, WIDE)
+wide2_mid = _make_tile(2, MID_ROWS, WIDE)
+wide2_quad = _make_tile(2, QUAD_ROWS, WIDE)
+wide1_mid = _make_tile(1, MID_ROWS, WIDE)
+wide1_quad = _make_tile(1, QUAD_ROWS, WIDE)

@@ -39,8 +39,10 @@ import numpy as np
 
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
-from ._tile import (NARROW, ROWS, column, tile1, tile1_short, tile1_tall, tile2, tile2_short, wide1,
-                    wide1_short, wide1_tall, wide2, wide2_short, wide2_tall)
+from ._tile import (MID_ROWS, NARROW, QUAD_ROWS, ROWS, column, tile1, tile1_mid, tile1_quad,
+                    tile1_short, tile1_tall, tile2, tile2_quad, tile2_short, wide1, wide1_mid,
+                    wide1_quad, wide1_short, wide1_tall, wide2, wide2_mid, wide2_quad, wide2_short,
+                    wide2_tall)
 from .checks import pixels_to_float
 from .optimizers import ADAM, NESTEROV, SGD, Optimizer, OptimizerState, init_state
 from .params import Params
@@ -90,35 +92,47 @@ def pad_classes(n):
 # compiled building blocks
 
 
-def _strip(tall, tile, short):
+def _strip(tall, mid, tile, quad, short):
     """A column strip's row loop over the tiles of one width, as a kernel: ``tall``
-    takes 2 ROWS rows at a time where they fit, then ``tile`` ROWS, then ``short`` 2.
+    takes 2 ROWS rows at a time where they fit; the rest (an even number below
+    2 ROWS) goes to ``mid`` (8 rows), ``tile`` (ROWS), ``quad`` (4) and ``short`` (2)
+    tiles, each used at most once, except ``short`` for 10 = 8 + 2.
 
-    strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma) covers
-    the tiles' columns from j for r < n_rows; ``full`` is n_rows rounded down to a
-    multiple of ROWS.  Numba takes no function arguments, so each width's strip is
-    built from its own tiles here; inlined into _tiles, never compiled (or cached) alone.
+    strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss, beta, gamma) covers the
+    tiles' columns from j for r < n_rows (even).  The few-row tiles keep fewer
+    accumulators than the FMA units can overlap, so a minibatch of 32 runs
+    12 + 12 + 8 rows rather than 12 + 12 + 6 + 2.  Numba takes no function
+    arguments, so each width's strip is built from its own tiles here; inlined
+    into _tiles, never compiled (or cached) alone.
     """
     @jit(inline="always", cache=False)
-    def strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss, beta, gamma):
+    def strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss, beta, gamma):
         r = 0
-        while r + 2 * ROWS <= full:
+        while r + 2 * ROWS <= n_rows:
             tall(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
             r += 2 * ROWS
-        if r < full:
+        if r + MID_ROWS <= n_rows:
+            mid(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+            r += MID_ROWS
+        if r + ROWS <= n_rows:
             tile(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
-        for r in range(full, n_rows, 2):
+            r += ROWS
+        if r + QUAD_ROWS <= n_rows:
+            quad(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+            r += QUAD_ROWS
+        while r < n_rows:
             short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss, beta, gamma)
+            r += 2
 
     return strip
 
 
 # One 32-byte vector wide, the last strip of a row in both designs: with 6 rows this
 # tile is bound by its 7 loads per 6 FMAs, so it takes 12 where they fit.
-_narrow_strip = _strip(tile1_tall, tile1, tile1_short)
+_narrow_strip = _strip(tile1_tall, tile1_mid, tile1, tile1_quad, tile1_short)
 # The AVX-512 design's 64-byte strips, two vectors and one.
-_wide2_strip = _strip(wide2_tall, wide2, wide2_short)
-_wide1_strip = _strip(wide1_tall, wide1, wide1_short)
+_wide2_strip = _strip(wide2_tall, wide2_mid, wide2, wide2_quad, wide2_short)
+_wide1_strip = _strip(wide1_tall, wide1_mid, wide1, wide1_quad, wide1_short)
 
 
 if VECTOR_BYTES == 32:
@@ -134,18 +148,27 @@ if VECTOR_BYTES == 32:
         every row tile while it is in cache.
         """
         lanes = NARROW // a.itemsize
-        full = n_rows - n_rows % ROWS
+        # ROWS-row tiles, then 4-row ones (8 accumulators keep both FMA units
+        # busy; a 2-row tile's 4 do not): 32 rows are 4 x 6 + 2 x 4, not 5 x 6 + 2.
+        sixes = n_rows - n_rows % ROWS
+        if n_rows % ROWS == 2 and sixes >= ROWS:
+            sixes -= ROWS
         j = 0
         while j + 2 * lanes <= width:
-            for r in range(0, full, ROWS):
+            for r in range(0, sixes, ROWS):
                 tile2(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
                       column(beta, j), column(gamma, j))
-            for r in range(full, n_rows, 2):
+            r = sixes
+            while r + QUAD_ROWS <= n_rows:
+                tile2_quad(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
+                           column(beta, j), column(gamma, j))
+                r += QUAD_ROWS
+            if r < n_rows:
                 tile2_short(a, r * a_ss, a_ss, a_sk, b, j, b_sk, k, out, r * o_ss + j, o_ss,
                             column(beta, j), column(gamma, j))
             j += 2 * lanes
         if j < width:
-            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+            _narrow_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
                           column(beta, j), column(gamma, j))
 else:
     @jit
@@ -158,18 +181,17 @@ else:
         float32), the 32-byte strip of the AVX2 design.
         """
         lanes = VECTOR_BYTES // a.itemsize
-        full = n_rows - n_rows % ROWS
         j = 0
         while j + 2 * lanes <= width:
-            _wide2_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+            _wide2_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
                          column(beta, j), column(gamma, j))
             j += 2 * lanes
         if j + lanes <= width:
-            _wide1_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+            _wide1_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
                          column(beta, j), column(gamma, j))
             j += lanes
         if j < width:
-            _narrow_strip(a, a_ss, a_sk, n_rows, full, b, j, b_sk, k, out, o_ss,
+            _narrow_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
                           column(beta, j), column(gamma, j))
 
 
