@@ -262,6 +262,22 @@ def _input_product(Xb, npad, W1, width, A):
 
 
 @jit(inline="always")
+def _relu_bias(A, c, npad, b1, H, Hd):
+    """Hd[i, j] = relu(A[i, c + j] + b1[j]) for j < H, 0 for H <= j < Hd's width; i < npad.
+
+    Padded rows too: they meet zero gradients later.  A may be Hd itself (c = 0,
+    H its width: in place, as one model's forward pass), or a pack's wide
+    product (c the model's first column).
+    """
+    zero = Hd.dtype.type(0)
+    for i in range(npad):
+        for j in range(H):
+            Hd[i, j] = max(A[i, c + j] + b1[j], zero)
+        for j in range(H, Hd.shape[1]):
+            Hd[i, j] = zero
+
+
+@jit(inline="always")
 def _logits(Hd, npad, n, W2, b2, Z):
     """Z[:n, :K] = Hd W2 + b2 (K = len(b2)); Hd (>= npad, Hp), W2 (Hp, Kp), Z (>= npad, Kp)."""
     Hp, Kp = W2.shape
@@ -283,10 +299,7 @@ def _forward(Xb, n, W1, b1, W2, b2, Hd, Z):
     Hp = W1.shape[1]
     npad = pad_samples(n)
     _input_product(Xb, npad, W1, Hp, Hd)
-    zero = W1.dtype.type(0)
-    for i in range(npad):  # padded rows too: they meet zero gradients later
-        for j in range(Hp):
-            Hd[i, j] = max(Hd[i, j] + b1[j], zero)
+    _relu_bias(Hd, ORIGIN, npad, b1, Hp, Hd)
     _logits(Hd, npad, n, W2, b2, Z)
 
 
@@ -652,11 +665,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
             W1, b1, W2, b2 = packed_views(state, off, Hp, Dp, K)
             Hm = hd[:Bp * Hp].reshape(Bp, Hp)
             dAm = da[:Bp * Hp].reshape(Bp, Hp)
-            for i in range(npad):  # padded rows too: they meet zero gradients later
-                for j in range(H):
-                    Hm[i, j] = max(A[i, cm + j] + b1[j], zero)
-                for j in range(H, Hp):
-                    Hm[i, j] = zero
+            _relu_bias(A, cm, npad, b1, H, Hm)
             _logits(Hm, npad, n, W2, b2, Z)
             lr, alpha = lrs[m], alphas[m]
             xent = _xent_grad(Z, K, y, rows, n, G) / n
