@@ -1,10 +1,11 @@
-"""Would packs run faster as wide products?  Two measurements on one pinned core, float32.
+"""How close do packs come to one wide model?  Two measurements on one pinned core, float32.
 
 1. The whole epoch.  A pack of 4 models of H hidden units (as the sweep trains them, each
-   minibatch gathered once) against ONE model of 4H units.  The single model is what a pack
-   laid side by side would be at best: its two big products run once over 4H units, and it
-   also does one softmax and one 10-class product where the pack does four.  Its time over
-   the pack's bounds what wide products could save.
+   minibatch gathered once, their W1 side by side) against ONE model of 4H units.  The
+   single model is what a pack laid side by side would be at best: its two big products run
+   once over 4H units, as the pack's now do, and it also does one softmax and one 10-class
+   product where the pack does four.  Its time over the pack's bounds what is left to save.
+   (Written before packs were laid side by side, when it measured what that could gain.)
 2. The two big products alone (the forward ``Xb W1`` and the update ``W1 += Xb^T dA``,
    fastsoftmax's ``_tiles`` on the training step's shapes): 4 models of Hp units one after
    the other, against one product over 4 Hp units, in GFLOP/s.

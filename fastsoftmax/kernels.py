@@ -144,7 +144,8 @@ if VECTOR_BYTES == 32:
         r < n_rows (even), j < width (a multiple of 32 bytes).  beta, gamma: scalars,
         or 1-D arrays of one value per output column (j < width).  The AVX2 design:
         two-vector tiles cover the width, a one-vector tile the rest; rows go ROWS
-        at a time, then 2.  Columns are the outer loop so one block of b serves
+        at a time, then 4, then 2 (the one-vector strip: see _strip).  Columns are
+        the outer loop so one block of b serves
         every row tile while it is in cache.
         """
         lanes = NARROW // a.itemsize
@@ -419,9 +420,10 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
 def _w1_update(Xb, n, dA, W1, beta, gamma):
     """W1 = beta W1 + gamma Xb^T dA over the padded minibatch (np = pad_samples(n) rows).
 
-    Training passes beta = 1 - lr alpha, gamma = -lr: the SGD step on W1 with
-    its L2 term, the gradient never stored.  beta = 0, gamma = 1 writes the
-    data part of the gradient into a buffer instead.
+    beta = 0, gamma = 1 writes the data part of the gradient into a buffer
+    (:func:`_loss_and_grads`); beta = 1 - lr alpha, gamma = -lr would be the SGD
+    step with its L2 term.  Training runs that product itself, over a pack's
+    wide W1 (:func:`_train_epoch_many`).
     Xb (>= np, Dp), dA (>= np, Hp), W1 (Dp, Hp).
     """
     Dp, Hp = W1.shape
