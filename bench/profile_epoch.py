@@ -2,17 +2,20 @@
 
 perf sees numba's machine code as anonymous JIT memory.  This script trains, then writes
 ``/tmp/perf-<pid>.map`` naming every function of the compiled epoch kernel, which
-``perf report`` reads; ``--summary`` folds the report by kernel name.
+``perf report`` reads, and ``<perf data>.window``, the timed epochs' start and end on
+CLOCK_MONOTONIC; ``--summary`` folds the samples of that window by kernel name.
 
-    NUMBA_CACHE_DIR=$(mktemp -d) perf record -F 1000 -o perf.data \\
+    NUMBA_CACHE_DIR=$(mktemp -d) perf record -k CLOCK_MONOTONIC -F 1000 -o perf.data \\
         python bench/profile_epoch.py 20 128 --pack 4
     python bench/profile_epoch.py --summary perf.data
 
 The empty NUMBA_CACHE_DIR makes numba compile in this process (code loaded from the cache
-carries no module to name functions from).  Samples from compiling are left out of the
-summary's shares, which count the kernels' own samples and the C library calls they make
-(exp, memset, memmove).  One pinned core, float32, real data, ``--epochs`` timed epochs
-after one that compiles.
+carries no module to name functions from).  ``-k CLOCK_MONOTONIC`` gives perf's samples the
+clock the window is written in: the compiler calls memmove and memset too, and counting its
+samples once made them look like 11% of an epoch.  The summary's shares are of the timed
+epochs' samples of the kernels and the C library calls they make (exp, memset, memmove).
+One pinned core, float32 (or ``--uint8`` pixels), real data, ``--epochs`` timed epochs after
+one that compiles.
 """
 
 from __future__ import annotations
@@ -29,23 +32,32 @@ KERNEL = re.compile(r"fastsoftmax\d*kernels\d+(\w+?)B\d+v\d+")
 LIBC = ("__expf_fma", "__memset_avx2_unaligned_erms", "__memmove_avx_unaligned_erms")
 
 
-def train(H: int, B: int, pack: int, epochs: int) -> None:
+def train(H: int, B: int, pack: int, epochs: int, pixels: bool, window: str) -> None:
     from threadpoolctl import threadpool_limits
 
     from fastsoftmax import kernels
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from peers import Fastsoftmax, FastsoftmaxPack, one_pinned_core, real_train_set
+    from peers import (Fastsoftmax, FastsoftmaxPack, FastsoftmaxPixels, one_pinned_core,
+                       real_train_set)
 
     one_pinned_core()
     X, y = real_train_set()
     with threadpool_limits(1):
-        cell = FastsoftmaxPack(X, y, H, B, n_configs=pack) if pack > 1 else Fastsoftmax(X, y, H, B)
+        if pack > 1:
+            cell = FastsoftmaxPack(X, y, H, B, n_configs=pack)
+        else:
+            cell = (FastsoftmaxPixels if pixels else Fastsoftmax)(X, y, H, B)
         cell.epoch()  # compiles
-        t = time.perf_counter()
+        t, start = time.perf_counter(), time.clock_gettime(time.CLOCK_MONOTONIC)
         for _ in range(epochs):
             cell.epoch()
-        print(f"H={H} B={B} pack={pack}: {(time.perf_counter() - t) / epochs:.3f} s per epoch")
+        end = time.clock_gettime(time.CLOCK_MONOTONIC)
+        seconds = (time.perf_counter() - t) / epochs
+    with open(window, "w") as out:
+        out.write(f"{start:.6f},{end:.6f}\n")
+    print(f"H={H} B={B} pack={pack} {'uint8' if pixels else 'float32'} input: "
+          f"{seconds:.3f} s per epoch")
     symbols = []
     for cres in kernels._train_epoch_many.overloads.values():
         module = getattr(cres.library, "_final_module", None)
@@ -65,7 +77,14 @@ def train(H: int, B: int, pack: int, epochs: int) -> None:
 
 
 def summary(perf_data: str) -> None:
-    report = subprocess.run(["perf", "report", "-i", perf_data, "--sort", "sym", "--stdio", "-n"],
+    try:
+        with open(perf_data + ".window") as f:
+            window = f.read().strip()
+    except FileNotFoundError:
+        raise SystemExit(f"profile_epoch.py: no {perf_data}.window; record with "
+                         f"-k CLOCK_MONOTONIC -o {perf_data} as the docstring shows") from None
+    report = subprocess.run(["perf", "report", "-i", perf_data, "--sort", "sym", "--stdio", "-n",
+                             "--time", window],
                             capture_output=True, text=True, check=True).stdout
     samples = Counter()
     for line in report.splitlines():
@@ -91,14 +110,21 @@ def main(argv=None) -> int:
     ap.add_argument("B", type=int, nargs="?")
     ap.add_argument("--pack", type=int, default=1, help="models trained together (default 1)")
     ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--uint8", action="store_true",
+                    help="feed the uint8 pixels (one model; the sweep's input) instead of floats")
     ap.add_argument("--summary", metavar="PERF_DATA", help="fold a perf.data by kernel")
+    ap.add_argument("--window", default="perf.data.window",
+                    help="where training writes the timed window (default perf.data.window: "
+                         "perf record's -o plus .window)")
     args = ap.parse_args(argv)
     if args.summary:
         summary(args.summary)
     elif args.H is None or args.B is None:
         ap.error("give H and B, or --summary PERF_DATA")
     else:
-        train(args.H, args.B, args.pack, args.epochs)
+        if args.uint8 and args.pack > 1:
+            ap.error("--uint8 profiles one model; leave out --pack")
+        train(args.H, args.B, args.pack, args.epochs, args.uint8, args.window)
     return 0
 
 
