@@ -31,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from . import kernels, reference
 from ._jit import jit
+from .compile_aside import compiled_aside
 from .cpus import available_cpus
 from .grid import Config, assign_workers, group_configs, pack_groups
 from .interrupts import interrupts_never_lost, noted_interrupts
@@ -65,13 +66,15 @@ def seconds_per_cycle(c0: int, t0: float) -> float:
 
 
 @jit(parallel=True, cache=True)
-def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
+def _sweep(train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
            g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
            g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps,
            train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
            diverged, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
+    train_epoch, validate: kernels._train_epoch_many and kernels._forward_blocks, as
+    function pointers (see :func:`_kernel_pointers`).
     X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
     X and Xv with their pixel table, or None); K classes; orders (E, N) int64.
     A pack (a row of ``packs``, padded with -1) lists groups with one batch
@@ -115,12 +118,10 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
             for e in range(g_epochs[first]):
                 if stop[w] != 0:
                     break
-                kernels._train_epoch_many(X, table, y, orders[e], g_batch[first],
-                                          g_lr[members], g_alpha[members],
-                                          g_limit[members], state,
-                                          g_off[members], g_hidden[members], K, alive, losses,
-                                          xents, g_opt[members], g_settings[members], slots,
-                                          steps)
+                train_epoch(X, table, y, orders[e], g_batch[first], g_lr[members],
+                            g_alpha[members], g_limit[members], state, g_off[members],
+                            g_hidden[members], K, alive, losses, xents, g_opt[members],
+                            g_settings[members], slots, steps)
                 for m in range(P):
                     g = members[m]
                     if not alive[m]:
@@ -128,8 +129,8 @@ def _sweep(X, y, Xv, yv, table, K, orders, plan, packs,
                         continue
                     Hp = kernels.pad_hidden(g_hidden[g])
                     W1, b1, W2, b2 = kernels.packed_views(state, g_off[g], Hp, Dp, K)
-                    ce, correct = kernels._forward_blocks(Xv, table, W1, b1, W2, b2, yv,
-                                                          no_proba, kernels.NO_PROBA)
+                    ce, correct = validate(Xv, table, W1, b1, W2, b2, yv, no_proba,
+                                           kernels.NO_PROBA)
                     train_loss[g, e] = losses[m]
                     train_xent[g, e] = xents[m]
                     val_loss[g, e] = ce / Nv
@@ -382,15 +383,54 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
         c_off=kernels.offsets(c_size), c_size=c_size, g_cost=g_cost, packs=packs)
 
 
+def _epoch_args(plan: Plan, X, y, table, orders) -> tuple:
+    """The types of the arguments :func:`_sweep` passes kernels._train_epoch_many."""
+    typeof, vector = numba.typeof, types.Array
+    return (typeof(X), typeof(table), typeof(y), typeof(orders[0]), types.int64,
+            typeof(plan.g_lr), typeof(plan.g_alpha), typeof(plan.g_limit), typeof(plan.state),
+            typeof(plan.g_off), typeof(plan.g_hidden), types.int64,
+            vector(types.bool_, 1, "C"), vector(types.float64, 1, "C"),
+            vector(types.float64, 1, "C"), typeof(plan.g_opt), typeof(plan.g_settings),
+            typeof(plan.slots), vector(types.int64, 1, "C"))
+
+
+def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
+    """Types of the function pointers :func:`_sweep` takes: kernels._train_epoch_many
+    and kernels._forward_blocks, for the arguments _sweep passes them.
+
+    _sweep takes the two kernels as pointers, not by name.  Called by name, a kernel
+    is linked into _sweep, and numba optimises and emits linked code again at every
+    level it passes through: the parallel loop's body, its two gufunc wrappers and
+    _sweep itself, four times in all.  Through pointers, those levels hold only
+    _sweep's own code, and each kernel is compiled once: the same machine code that
+    fs.train and fs.evaluate run.
+    """
+    typeof, vector = numba.typeof, types.Array
+    dt = typeof(plan.state).dtype
+    epoch = types.FunctionType(types.none(*_epoch_args(plan, X, y, table, orders)))
+    matrix, row = vector(dt, 2, "C"), vector(dt, 1, "C")
+    validate = types.FunctionType(types.Tuple((types.float64, types.int64))(
+        typeof(X_val), typeof(table), matrix, row, matrix, row, typeof(y_val), matrix,
+        types.boolean))
+    return epoch, validate
+
+
 def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: Outputs,
              snaps, stop):
     """Run :func:`_sweep` on ``plan`` in place: worker w trains packs ``workers_plan[w]``."""
-    _sweep(X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
-           _rows_padded(plan.packs), plan.g_batch, plan.g_lr, plan.g_alpha, plan.g_limit,
-           plan.g_hidden, plan.g_epochs, plan.g_off, plan.state, plan.g_opt, plan.g_settings,
-           plan.slots, plan.c_group, plan.c_epochs,
-           plan.c_off, snaps, out.train_loss, out.train_xent, out.val_loss, out.val_acc,
-           out.epoch_end, out.g_start, out.epochs_done, out.diverged, stop)
+    args = (X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
+            _rows_padded(plan.packs), plan.g_batch, plan.g_lr, plan.g_alpha, plan.g_limit,
+            plan.g_hidden, plan.g_epochs, plan.g_off, plan.state, plan.g_opt, plan.g_settings,
+            plan.slots, plan.c_group, plan.c_epochs,
+            plan.c_off, snaps, out.train_loss, out.train_xent, out.val_loss, out.val_acc,
+            out.epoch_end, out.g_start, out.epochs_done, out.diverged, stop)
+    epoch, validate = _kernel_pointers(plan, X, y, X_val, y_val, table, orders)
+    # compile() loads from numba's cache or compiles, once per signature.  On a first
+    # run the epoch kernel, the largest, compiles in a second process meanwhile.
+    with compiled_aside(kernels._train_epoch_many, epoch.signature.args):
+        sweep = _sweep.compile((epoch, validate) + tuple(numba.typeof(a) for a in args))
+        kernels._forward_blocks.compile(validate.signature.args)
+    sweep(kernels._train_epoch_many, kernels._forward_blocks, *args)
 
 
 def new_records(plan: Plan, out: Outputs, records: dict, seconds) -> list:

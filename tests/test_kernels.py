@@ -252,6 +252,9 @@ params = out.params[configs[0]]
 fs.evaluate(params, frozen, y)
 fs.predict(params, frozen)
 fs.train(frozen, y, hidden_size=8, batch_size=16, epochs=1, optimizer="adam")
+from fastsoftmax import kernels
+stats = kernels._train_epoch_many.stats
+print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 
 
@@ -259,13 +262,23 @@ def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path):
     """The sweep, the test-set evaluation and fs.train on read-only uint8 images
     share every compiled kernel: a literal argument (0, False) or a read-only
     array would each make numba compile a kernel again, seconds each on a first
-    run (#10's cold start).  Counted in numba's cache, filled from empty."""
+    run (#10's cold start).  Counted in numba's cache, filled from empty.  With more
+    than one CPU the epoch kernel compiles in a child process while this one compiles
+    the sweep (fastsoftmax.compile_aside), and this one loads it from the cache."""
     import os
     import subprocess
     import sys
 
+    from fastsoftmax.cpus import available_cpus
+
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    subprocess.run([sys.executable, "-c", _ONE_OF_EACH], env=env, check=True, timeout=600)
+    out = subprocess.run([sys.executable, "-c", _ONE_OF_EACH], env=env, check=True, timeout=600,
+                         capture_output=True, text=True).stdout
+    hits, misses = map(int, out.split()[-2:])
+    if available_cpus().count > 1:
+        assert (hits, misses) == (1, 0), "the epoch kernel was compiled here, not aside"
+    else:
+        assert (hits, misses) == (0, 1)
     files = sorted(p.name for p in tmp_path.rglob("*.nbc"))
     assert any(name.startswith("sweep._sweep-") for name in files)
     assert any(name.startswith("kernels._forward_blocks-") for name in files)

@@ -1,0 +1,117 @@
+"""compile_aside: a kernel compiled in a child process, loaded from numba's cache here.
+
+Each case runs in a fresh interpreter with its own empty NUMBA_CACHE_DIR (numba reads it
+at import) and a one-line cached kernel, so the compiles take a second, not the sweep's
+twenty.  The sweep's own use is checked in test_kernels (the first-run test).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+
+KERNEL = """
+import numba
+
+@numba.njit(cache=True)
+def add_one(x):
+    return x + 1
+
+
+@numba.njit
+def add_one_uncached(x):
+    return x + 1
+"""
+
+SCRIPT = """
+import json, subprocess, sys
+sys.path.insert(0, {here!r})
+from numba import types
+import fastsoftmax.compile_aside as aside
+from fastsoftmax.cpus import CPULimit
+import tiny
+
+case = {case!r}
+# Two CPUs (a child even on a 1-CPU runner) but in the one-CPU case.
+aside.available_cpus = lambda: CPULimit(1 if case == "one cpu" else 2, "test")
+kernel = tiny.add_one_uncached if case == "no cache" else tiny.add_one
+started = []
+real_popen = subprocess.Popen
+
+def popen(*args, **kwargs):
+    if case in ("warm", "one cpu", "no cache"):
+        raise AssertionError(f"a child was started ({{case}})")
+    started.append(real_popen(*args, **kwargs))
+    return started[-1]
+
+aside.subprocess.Popen = popen
+if case == "child fails":
+    aside._CHILD = "import sys; sys.exit(3)"
+if case == "interrupted":
+    aside._CHILD = "import time; time.sleep(60)"
+args = (types.int64,)
+interrupted = False
+try:
+    with aside.compiled_aside(kernel, args):
+        if case == "interrupted":
+            raise KeyboardInterrupt
+except KeyboardInterrupt:
+    interrupted = True
+stats = kernel.stats
+print(json.dumps(dict(
+    children=len(started),
+    child_status=[p.poll() for p in started],
+    compiled=args in kernel.overloads,
+    hits=sum(stats.cache_hits.values()), misses=sum(stats.cache_misses.values()),
+    interrupted=interrupted,
+    result=kernel(41) if not interrupted else None)))
+"""
+
+
+def _run(tmp_path, case):
+    (tmp_path / "tiny.py").write_text(textwrap.dedent(KERNEL))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, "-c", SCRIPT.format(here=str(tmp_path), case=case)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_first_run_compiles_in_the_child_and_loads_here(tmp_path):
+    got = _run(tmp_path, "cold")
+    assert got["children"] == 1 and got["child_status"] == [0]
+    # Loaded from the cache the child filled; this process compiled nothing.
+    assert got["compiled"] and got["hits"] == 1 and got["misses"] == 0
+    assert got["result"] == 42
+
+
+def test_a_kernel_already_in_the_cache_starts_no_child(tmp_path):
+    _run(tmp_path, "cold")
+    got = _run(tmp_path, "warm")  # the patched Popen fails the run if a child starts
+    assert got["children"] == 0 and got["compiled"] and got["result"] == 42
+
+
+def test_when_the_child_fails_this_process_compiles(tmp_path):
+    got = _run(tmp_path, "child fails")
+    assert got["child_status"] == [3]
+    assert got["compiled"] and got["misses"] == 1 and got["result"] == 42
+
+
+def test_an_interrupt_in_the_block_kills_the_child(tmp_path):
+    got = _run(tmp_path, "interrupted")
+    assert got["interrupted"]
+    assert got["children"] == 1 and got["child_status"][0] is not None  # not running
+    assert got["child_status"][0] != 0  # killed, not finished (it sleeps a minute)
+    assert not got["compiled"]
+
+
+def test_one_cpu_starts_no_child(tmp_path):
+    got = _run(tmp_path, "one cpu")  # the patched Popen fails the run if a child starts
+    assert got["children"] == 0 and got["compiled"] and got["misses"] == 1
+
+
+def test_a_kernel_without_a_cache_starts_no_child(tmp_path):
+    got = _run(tmp_path, "no cache")  # nothing a child compiles could reach this process
+    assert got["children"] == 0 and got["compiled"] and got["result"] == 42
