@@ -162,3 +162,73 @@ wide2_mid = _make_tile(2, MID_ROWS, WIDE)
 wide2_quad = _make_tile(2, QUAD_ROWS, WIDE)
 wide1_mid = _make_tile(1, MID_ROWS, WIDE)
 wide1_quad = _make_tile(1, QUAD_ROWS, WIDE)
+
+NORM_PARTIALS = 4  # interleaved partial sums per column: 4 FMA chains in flight, not one
+
+
+def _make_square_sums(cols: int):
+    @intrinsic
+    def square_sums(typingctx, w, off, stride, rows, sums, s_off):
+        dtype = w.dtype
+        sig = types.void(w, off, stride, rows, sums, s_off)
+
+        def codegen(context, builder, signature, args):
+            w, off, stride, rows, sums, s_off = args
+            size = dtype.bitwidth // 8
+            n_lanes = NARROW // size
+            vty = ir.VectorType(context.get_value_type(dtype), n_lanes)
+            i64 = ir.IntType(64)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                f"llvm.fmuladd.v{n_lanes}f{dtype.bitwidth}")
+            w_ptr = context.make_array(signature.args[0])(context, builder, w).data
+            s_ptr = context.make_array(signature.args[4])(context, builder, sums).data
+
+            def vector_at(ptr, at):
+                return builder.bitcast(builder.gep(ptr, [at]), vty.as_pointer())
+
+            def add_squares(accs, r):
+                # The row's vectors side by side: one pass over the rows reads them in order.
+                at = builder.add(off, builder.mul(r, stride))
+                for c, acc in enumerate(accs):
+                    x = builder.load(vector_at(w_ptr, builder.add(at, ir.Constant(i64, c * n_lanes))),
+                                     align=size)
+                    builder.store(builder.call(fma, [x, x, builder.load(acc)]), acc)
+
+            zero = ir.Constant(vty, [0.0] * n_lanes)
+            parts = [[cgutils.alloca_once_value(builder, zero) for _ in range(cols)]
+                     for _ in range(NORM_PARTIALS)]
+            step = ir.Constant(i64, NORM_PARTIALS)
+            groups = builder.sdiv(rows, step)
+            with cgutils.for_range(builder, groups) as loop:
+                first = builder.mul(loop.index, step)
+                for i, accs in enumerate(parts):
+                    add_squares(accs, builder.add(first, ir.Constant(i64, i)))
+            tail = builder.mul(groups, step)
+            for i, accs in enumerate(parts[:-1]):  # rows past the last multiple of 4, in order
+                r = builder.add(tail, ir.Constant(i64, i))
+                with builder.if_then(builder.icmp_signed("<", r, rows)):
+                    add_squares(accs, r)
+            for c in range(cols):
+                p = [builder.load(accs[c]) for accs in parts]
+                total = builder.fadd(builder.fadd(p[0], p[1]), builder.fadd(p[2], p[3]))
+                at = builder.add(s_off, ir.Constant(i64, c * n_lanes))
+                builder.store(total, vector_at(s_ptr, at), align=size)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return square_sums
+
+
+# Column sums of squares, one or two 32-byte vectors of columns at a time.  For the
+# lanes l of ``cols`` NARROW vectors (8 float32, 4 float64 each):
+# ``sums[s_off + l] = (p0 + p1) + (p2 + p3)``, ``p_i`` the sum in increasing r of
+# ``w[off + r * stride + l] ** 2`` over the rows r < rows with r % 4 == i.  Each lane
+# is one column, summed by the same operations whichever lane, vector or call it
+# falls in, so a model's columns give the same sums alone and among a pack's.  w and
+# sums: 1-D C-contiguous arrays of one float dtype; offsets, stride, rows in elements
+# (int64).  Reads whole vectors: the caller keeps a vector's worth of readable
+# elements past the last column it asks for.
+square_sums1 = _make_square_sums(1)
+square_sums2 = _make_square_sums(2)
