@@ -36,6 +36,21 @@ QUAD_ROWS = 4  # and of those that finish 4 rows at full speed, where 2-row ones
 NARROW = 32  # bytes of an AVX2 vector: every width's tiles finish a row with these
 
 
+def _vectors(builder, context, dtype, vector_bytes):
+    """The IR pieces every intrinsic here uses, for vectors of ``vector_bytes`` of dtype:
+    (vector type, lanes, llvm.fmuladd on it, vector_at(ptr, offset) -> vector pointer)."""
+    n_lanes = vector_bytes // (dtype.bitwidth // 8)
+    vty = ir.VectorType(context.get_value_type(dtype), n_lanes)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+        f"llvm.fmuladd.v{n_lanes}f{dtype.bitwidth}")
+
+    def vector_at(ptr, off):
+        return builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer())
+
+    return vty, n_lanes, fma, vector_at
+
+
 def _make_tile(cols: int, rows: int = ROWS, vector_bytes: int = NARROW):
     @intrinsic
     def tile(typingctx, a, a_off, a_ss, a_sk, b, b_off, b_sk, k, out, o_off, o_ss, beta, gamma):
@@ -54,14 +69,10 @@ def _make_tile(cols: int, rows: int = ROWS, vector_bytes: int = NARROW):
         def codegen(context, builder, signature, args):
             a, a_off, a_ss, a_sk, b, b_off, b_sk, k, out, o_off, o_ss, beta, gamma = args
             size = dtype.bitwidth // 8
-            n_lanes = vector_bytes // size
-            fty = context.get_value_type(dtype)
-            vty = ir.VectorType(fty, n_lanes)
+            vty, n_lanes, fma, vector_at = _vectors(builder, context, dtype, vector_bytes)
+            fty = vty.element
             i32 = ir.IntType(32)
             i64 = ir.IntType(64)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-                f"llvm.fmuladd.v{n_lanes}f{dtype.bitwidth}")
             a_ptr = context.make_array(signature.args[0])(context, builder, a).data
             b_ptr = context.make_array(signature.args[4])(context, builder, b).data
             o_ptr = context.make_array(signature.args[8])(context, builder, out).data
@@ -71,9 +82,6 @@ def _make_tile(cols: int, rows: int = ROWS, vector_bytes: int = NARROW):
                 v = builder.insert_element(ir.Constant(vty, ir.Undefined), x,
                                            ir.Constant(i32, 0))
                 return builder.shuffle_vector(v, v, splat_mask)
-
-            def vector_at(ptr, off):
-                return builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer())
 
             # Allocas in the entry block: LLVM's mem2reg turns them into registers.
             accs = [[cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * n_lanes))
@@ -175,17 +183,10 @@ def _make_square_sums(cols: int):
         def codegen(context, builder, signature, args):
             w, off, stride, rows, sums, s_off = args
             size = dtype.bitwidth // 8
-            n_lanes = NARROW // size
-            vty = ir.VectorType(context.get_value_type(dtype), n_lanes)
+            vty, n_lanes, fma, vector_at = _vectors(builder, context, dtype, NARROW)
             i64 = ir.IntType(64)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-                f"llvm.fmuladd.v{n_lanes}f{dtype.bitwidth}")
             w_ptr = context.make_array(signature.args[0])(context, builder, w).data
             s_ptr = context.make_array(signature.args[4])(context, builder, sums).data
-
-            def vector_at(ptr, at):
-                return builder.bitcast(builder.gep(ptr, [at]), vty.as_pointer())
 
             def add_squares(accs, r):
                 # The row's vectors side by side: one pass over the rows reads them in order.
