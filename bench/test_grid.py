@@ -31,15 +31,26 @@ def _cpus():
     return cpus[:2]
 
 
+# Runs a script pinned to one CPU: the child pins itself before anything it imports
+# starts a thread.  (Pinning in the parent with preexec_fn makes subprocess fork this
+# process, which has imported JAX and its threads, and JAX warns of deadlocks.)
+PINNED = ("import os, runpy, sys; os.sched_setaffinity(0, {{{cpu}}}); sys.argv = sys.argv[1:]; "
+          "sys.path.insert(0, os.path.dirname(sys.argv[0])); "
+          "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 def _run(commands, env=None):
-    """Start every (argv, cpu or None) at once; return (wall seconds, JSON of each stdout)."""
+    """Start every (argv, cpu or None) at once; return (wall seconds, JSON of each stdout).
+
+    With a cpu, argv is [python, script, args...], run pinned to that CPU."""
     env = dict(os.environ if env is None else env)
     t0 = time.perf_counter()
     procs = []
     for argv, cpu in commands:
-        pin = (lambda c=cpu: os.sched_setaffinity(0, {c})) if cpu is not None else None
+        if cpu is not None:
+            argv = [argv[0], "-c", PINNED.format(cpu=cpu), *argv[1:]]
         procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True, env=env, preexec_fn=pin))
+                                      text=True, env=env))
     outs = []
     for p in procs:
         out, err = p.communicate(timeout=1800)
