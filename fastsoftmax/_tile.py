@@ -171,7 +171,9 @@ wide2_quad = _make_tile(2, QUAD_ROWS, WIDE)
 wide1_mid = _make_tile(1, MID_ROWS, WIDE)
 wide1_quad = _make_tile(1, QUAD_ROWS, WIDE)
 
-NORM_PARTIALS = 4  # interleaved partial sums per column: 4 FMA chains in flight, not one
+# Interleaved partial sums per column: 4 FMA chains in flight, not one.  Part of what a
+# column's sum is, not a knob: the combine below is (p0 + p1) + (p2 + p3).
+NORM_PARTIALS = 4
 
 
 def _make_square_sums(cols: int):
@@ -192,8 +194,8 @@ def _make_square_sums(cols: int):
                 # The row's vectors side by side: one pass over the rows reads them in order.
                 at = builder.add(off, builder.mul(r, stride))
                 for c, acc in enumerate(accs):
-                    x = builder.load(vector_at(w_ptr, builder.add(at, ir.Constant(i64, c * n_lanes))),
-                                     align=size)
+                    p = vector_at(w_ptr, builder.add(at, ir.Constant(i64, c * n_lanes)))
+                    x = builder.load(p, align=size)
                     builder.store(builder.call(fma, [x, x, builder.load(acc)]), acc)
 
             zero = ir.Constant(vty, [0.0] * n_lanes)

@@ -39,11 +39,10 @@ import numpy as np
 
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
-from ._tile import (MID_ROWS, NARROW, QUAD_ROWS, ROWS, column, square_sums1, square_sums2, tile1, tile1_mid,
-                    tile1_quad, tile1_short, tile1_tall, tile2, tile2_quad, tile2_short, wide1,
-                    wide1_mid,
-                    wide1_quad, wide1_short, wide1_tall, wide2, wide2_mid, wide2_quad, wide2_short,
-                    wide2_tall)
+from ._tile import (MID_ROWS, NARROW, QUAD_ROWS, ROWS, column, square_sums1, square_sums2,
+                    tile1, tile1_mid, tile1_quad, tile1_short, tile1_tall, tile2, tile2_quad,
+                    tile2_short, wide1, wide1_mid, wide1_quad, wide1_short, wide1_tall, wide2,
+                    wide2_mid, wide2_quad, wide2_short, wide2_tall)
 from .checks import pixels_to_float
 from .optimizers import ADAM, NESTEROV, SGD, Optimizer, OptimizerState, init_state
 from .params import Params
@@ -377,9 +376,9 @@ def _columns_norm(W, c, H, sq):
     """Sum of squares of the columns c .. c + H of W (2-D, C-ordered), as float64.
 
     Each column is summed over the rows in W's dtype by _tile.square_sums2 and
-    square_sums1 (two vectors or one of columns at a time, four interleaved partial sums
-    per column) into the scratch sq
-    (>= H + NORM_SLACK, W's dtype), then the H sums join a float64 total in order.
+    square_sums1 (two vectors or one of columns at a time, four interleaved partial
+    sums per column) into the scratch sq (>= H + NORM_SLACK, W's dtype), then the H
+    sums join a float64 total in order.
     The same operations wherever the columns sit, so a model's L2 term has the same
     bits alone and side by side with others (see _train_epoch_many).  A vector may
     run past column c + H: W must be the front of a buffer NORM_SLACK elements longer.
