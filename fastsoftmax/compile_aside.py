@@ -21,11 +21,14 @@ from .cpus import available_cpus
 
 # The child: unpickle (sys.path, module, name, argument types), compile, exit.  Its output
 # is dropped: on any failure this process compiles the kernel itself and reports the
-# error, if there is one, as a compile here would.
+# error, if there is one, as a compile here would.  It takes this process's sys.path as it
+# is: "python -c" puts the working directory first, and a checkout there would shadow the
+# installed package this process imported, so the child would compile another file, which
+# numba caches apart.
 _CHILD = """
 import importlib, pickle, sys
 path, module, name, args = pickle.loads(sys.stdin.buffer.read())
-sys.path[:0] = [p for p in path if p not in sys.path]
+sys.path[:] = path
 getattr(importlib.import_module(module), name).compile(args)
 """
 

@@ -70,11 +70,16 @@ print(json.dumps(dict(
 """
 
 
-def _run(tmp_path, case):
+def _run(tmp_path, case, cwd=None, **env):
+    """Run SCRIPT for ``case`` as a script file, from ``cwd`` (default: tmp_path), with
+    ``env`` added to the environment."""
     (tmp_path / "tiny.py").write_text(textwrap.dedent(KERNEL))
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
-    out = subprocess.run([sys.executable, "-c", SCRIPT.format(here=str(tmp_path), case=case)],
-                         env=env, capture_output=True, text=True, timeout=300)
+    script = tmp_path / "script" / "run.py"
+    script.parent.mkdir(exist_ok=True)
+    script.write_text(SCRIPT.format(here=str(tmp_path), case=case))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"), **env)
+    out = subprocess.run([sys.executable, str(script)], env=env, cwd=cwd or tmp_path,
+                         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -115,3 +120,17 @@ def test_one_cpu_starts_no_child(tmp_path):
 def test_a_kernel_without_a_cache_starts_no_child(tmp_path):
     got = _run(tmp_path, "no cache")  # nothing a child compiles could reach this process
     assert got["children"] == 0 and got["compiled"] and got["result"] == 42
+
+
+def test_the_child_imports_the_kernel_this_process_imported(tmp_path):
+    # Another tiny.py in the working directory: "python -c" (the child) puts that
+    # directory first on sys.path, where this script does not, and before the entries
+    # both processes start with (here PYTHONPATH, as site-packages for an installed
+    # package).  A child that imported it would fill the cache for that file, and this
+    # process would compile its own.
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    (other / "tiny.py").write_text(textwrap.dedent(KERNEL).replace("x + 1", "x + 2"))
+    got = _run(tmp_path, "cold", cwd=other, PYTHONPATH=str(tmp_path))
+    assert got["children"] == 1 and got["child_status"] == [0]
+    assert got["hits"] == 1 and got["misses"] == 0 and got["result"] == 42
