@@ -25,7 +25,8 @@ and update weights and state in an elementwise pass
 
 Models trained together (:func:`_train_epoch_many`, a pack) keep this form
 between epochs; during an epoch their W1 sit side by side in one wide
-matrix, so the two big products run once for the whole pack.
+matrix, so the two big products run once for the whole pack; they are evaluated
+together the same way (:func:`_forward_blocks`, which also serves one model alone).
 
 The private ``_`` kernels take only arrays and scalars of the model's dtype
 and allocate only once per call (never per minibatch).  The public wrappers
@@ -785,44 +786,96 @@ EVAL_BLOCK = np.int64(42 * ROWS)  # samples per forward block when evaluating
 
 
 @jit
-def _forward_blocks(X, table, W1, b1, W2, b2, y, P, want_proba):
-    """Forward pass over all of X (N, D) in blocks; returns (summed CE, correct).
+def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, proba, want_proba):
+    """Forward pass of M models over all of X (N, D), in blocks of EVAL_BLOCK samples.
 
-    X and table as for :func:`_gather`.  With ``want_proba``, writes softmax
-    probabilities into P (N, K); with y given (len N), accumulates
-    cross-entropy and the number of correct argmax predictions (y of length 0
-    skips both).
+    X and table as for :func:`_gather`.  state 1-D: model m packed at offs[m]
+    (see :func:`packed_views`) with hidden[m] hidden units (unpadded) and K
+    classes; alive (M,) bool: models marked False are skipped, their outputs
+    left as they are.  Each block is gathered once for all models, and the
+    first layer's product runs once over their W1 side by side (as in
+    :func:`_train_epoch_many`); the rest runs model by model.  Each model sees
+    the operations it would see alone: its results are bit-identical alone or
+    among others.
+    With y given (len N): ce (M,) float64 out, the summed cross-entropy, and
+    correct (M,) int64 out, the number of argmax predictions equal to y (y of
+    length 0 leaves both as they are).  With ``want_proba``: proba (M, N, K)
+    out, the softmax probabilities.
     """
     N = X.shape[0]
-    K = b2.shape[0]
-    rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1, W2)
-    total = 0.0
-    correct = 0
+    M = offs.shape[0]
+    Dp = pad_features(X.shape[1])
+    dt = state.dtype.type
+    # The wide layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m].
+    cols = np.full(M, -1, np.int64)
+    c = ORIGIN
+    widest = -1
+    for m in range(M):
+        if alive[m]:
+            cols[m] = c
+            c += hidden[m]
+            if widest < 0 or hidden[m] > hidden[widest]:
+                widest = m
+    if widest < 0:
+        return
+    Hw = pad_hidden(c)
+    if M == 1:  # one model: its own W1 is the wide matrix, no copy
+        W1w = packed_views(state, offs[0], Hw, Dp, K)[0]
+    else:
+        W1w = np.zeros((Dp, Hw), state.dtype)
+        for m in range(M):
+            if cols[m] >= 0:
+                W1 = packed_views(state, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
+                _copy_columns(W1, ORIGIN, W1w, cols[m], hidden[m])
+    Hmax = pad_hidden(hidden[widest])
+    W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
+    rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1x, W2x)
+    Bp = Xb.shape[0]
+    A = np.empty((Bp, Hw), state.dtype)
+    hd = Hd.ravel()
+    labelled = y.shape[0] > 0
+    for m in range(M):
+        if labelled and cols[m] >= 0:
+            ce[m] = 0.0
+            correct[m] = 0
     for start in range(0, N, EVAL_BLOCK):
         n = min(EVAL_BLOCK, N - start)
         for i in range(n):
             rows[i] = start + i
         _gather(X, table, rows, n, Xb)
-        _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
-        for i in range(n):
-            m = Z[i, 0]
-            best = 0
-            for k in range(1, K):
-                if Z[i, k] > m:
-                    m = Z[i, k]
-                    best = k
-            s = Z.dtype.type(0)
-            for k in range(K):
-                s += np.exp(Z[i, k] - m)
-            if y.shape[0] > 0:
-                label = y[start + i]
-                total += np.log(s) + m - Z[i, label]
-                correct += best == label
-            if want_proba:
-                inv_s = 1 / s
+        npad = pad_samples(n)
+        _input_product(Xb, npad, W1w, Hw, A)
+        for m in range(M):
+            if cols[m] < 0:
+                continue
+            Hp = pad_hidden(hidden[m])
+            _, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
+            Hm = hd[:Bp * Hp].reshape(Bp, Hp)
+            _relu_bias(A, cols[m], npad, b1, hidden[m], Hm)
+            _logits(Hm, npad, n, W2, b2, Z)
+            total, right = ce[m], correct[m]  # each model's sum runs row by row, in order
+            for i in range(n):
+                z = Z[i]
+                top = z[0]
+                best = 0
+                for k in range(1, K):
+                    if z[k] > top:
+                        top = z[k]
+                        best = k
+                s = dt(0)
                 for k in range(K):
-                    P[start + i, k] = np.exp(Z[i, k] - m) * inv_s
-    return total, correct
+                    s += np.exp(z[k] - top)
+                if labelled:
+                    label = y[start + i]
+                    total += np.log(s) + top - z[label]
+                    right += best == label
+                if want_proba:
+                    inv_s = 1 / s
+                    for k in range(K):
+                        proba[m, start + i, k] = np.exp(z[k] - top) * inv_s
+            if labelled:
+                ce[m] = total
+                correct[m] = right
 
 
 # --------------------------------------------------------------------------
@@ -1031,23 +1084,29 @@ def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: 
 
 
 _NO_LABELS = np.empty(0, np.int64)
+_ONE_ALIVE = np.ones(1, np.bool_)  # one model, evaluated
+WANT_PROBA = np.bool_(True)
 
 
 def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float]:
     """Kernel version of :func:`fastsoftmax.reference.evaluate`."""
-    k = to_kernel(params)
-    total, correct = _forward_blocks(X, table_for(X, params.dtype), *k,
-                                     np.asarray(y, np.int64),
-                                     np.empty((0, 0), params.dtype), False)
-    value = total / X.shape[0]
+    state, offs, hidden = pack([params])
+    ce, correct = np.zeros(1), np.zeros(1, np.int64)
+    _forward_blocks(X, table_for(X, params.dtype), state, offs, hidden, params.shape[2],
+                    _ONE_ALIVE, np.asarray(y, np.int64), ce, correct,
+                    np.empty((0, 0, 0), params.dtype), NO_PROBA)
+    value = ce[0] / X.shape[0]
     if alpha:
-        value += 0.5 * alpha * (_squared_norm(k[0]) + _squared_norm(k[2]))
-    return float(value), correct / X.shape[0]
+        W1, _, W2, _ = packed_views(state, offs[0], pad_hidden(hidden[0]),
+                                    pad_features(params.shape[0]), params.shape[2])
+        value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
+    return float(value), int(correct[0]) / X.shape[0]
 
 
 def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
     """Kernel version of :func:`fastsoftmax.reference.predict_proba`: (n, K)."""
-    k = to_kernel(params)
-    P = np.empty((X.shape[0], params.shape[2]), params.dtype)
-    _forward_blocks(X, table_for(X, params.dtype), *k, _NO_LABELS, P, True)
-    return P
+    state, offs, hidden = pack([params])
+    proba = np.empty((1, X.shape[0], params.shape[2]), params.dtype)
+    _forward_blocks(X, table_for(X, params.dtype), state, offs, hidden, params.shape[2],
+                    _ONE_ALIVE, _NO_LABELS, np.zeros(1), np.zeros(1, np.int64), proba, WANT_PROBA)
+    return proba[0]

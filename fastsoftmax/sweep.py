@@ -74,7 +74,8 @@ def _sweep(train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
     train_epoch, validate: kernels._train_epoch_many and kernels._forward_blocks, as
-    function pointers (see :func:`_kernel_pointers`).
+    function pointers (see :func:`_kernel_pointers`); a pack trains and is validated
+    together, each epoch.
     X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
     X and Xv with their pixel table, or None); K classes; orders (E, N) int64.
     A pack (a row of ``packs``, padded with -1) lists groups with one batch
@@ -98,7 +99,7 @@ def _sweep(train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
     Dp = kernels.pad_features(X.shape[1])
     Nv = Xv.shape[0]
     for w in numba.prange(plan.shape[0]):
-        no_proba = np.empty((0, 0), state.dtype)
+        no_proba = np.empty((0, 0, 0), state.dtype)
         for t in range(plan.shape[1]):
             p = plan[w, t]
             if p < 0 or stop[w] != 0:
@@ -111,6 +112,8 @@ def _sweep(train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
             alive = np.ones(P, np.bool_)
             losses = np.empty(P)
             xents = np.empty(P)
+            ces = np.empty(P)
+            corrects = np.empty(P, np.int64)
             steps = np.zeros(P, np.int64)
             started = _cycles()
             for m in range(P):
@@ -122,20 +125,18 @@ def _sweep(train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
                             g_alpha[members], g_limit[members], state, g_off[members],
                             g_hidden[members], K, alive, losses, xents, g_opt[members],
                             g_settings[members], slots, steps)
+                validate(Xv, table, state, g_off[members], g_hidden[members], K, alive, yv,
+                         ces, corrects, no_proba, kernels.NO_PROBA)
                 for m in range(P):
                     g = members[m]
                     if not alive[m]:
                         diverged[g] = True
                         continue
-                    Hp = kernels.pad_hidden(g_hidden[g])
-                    W1, b1, W2, b2 = kernels.packed_views(state, g_off[g], Hp, Dp, K)
-                    ce, correct = validate(Xv, table, W1, b1, W2, b2, yv, no_proba,
-                                           kernels.NO_PROBA)
                     train_loss[g, e] = losses[m]
                     train_xent[g, e] = xents[m]
-                    val_loss[g, e] = ce / Nv
-                    val_acc[g, e] = correct / Nv
-                    size = kernels.packed_size(Hp, Dp, K)
+                    val_loss[g, e] = ces[m] / Nv
+                    val_acc[g, e] = corrects[m] / Nv
+                    size = kernels.packed_size(kernels.pad_hidden(g_hidden[g]), Dp, K)
                     for c in range(c_group.shape[0]):
                         if c_group[c] == g and c_epochs[c] == e + 1:
                             snaps[c_off[c]:c_off[c] + size] = state[g_off[g]:g_off[g] + size]
@@ -408,10 +409,11 @@ def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
     typeof, vector = numba.typeof, types.Array
     dt = typeof(plan.state).dtype
     epoch = types.FunctionType(types.none(*_epoch_args(plan, X, y, table, orders)))
-    matrix, row = vector(dt, 2, "C"), vector(dt, 1, "C")
-    validate = types.FunctionType(types.Tuple((types.float64, types.int64))(
-        typeof(X_val), typeof(table), matrix, row, matrix, row, typeof(y_val), matrix,
-        types.boolean))
+    ints = vector(types.int64, 1, "C")
+    validate = types.FunctionType(types.none(
+        typeof(X_val), typeof(table), typeof(plan.state), ints, ints, types.int64,
+        vector(types.bool_, 1, "C"), typeof(y_val), vector(types.float64, 1, "C"), ints,
+        vector(dt, 3, "C"), types.boolean))
     return epoch, validate
 
 

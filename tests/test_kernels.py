@@ -79,6 +79,37 @@ def test_evaluate_and_predict_proba_agree(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pixels", [False, True])
+def test_evaluating_together_equals_evaluating_alone(dtype, pixels):
+    # The sweep validates a pack's models in one pass (one gather, one wide first-layer
+    # product); each model's summed cross-entropy, correct count and probabilities
+    # must be those it gets alone, to the bit.  A model marked dead is skipped: its
+    # outputs keep what they held.
+    X, y = make_data(700, dtype=dtype, seed=2)  # several blocks, with a tail
+    if pixels:
+        X = np.random.default_rng(3).integers(0, 256, X.shape, dtype=np.uint8)
+    hidden = [20, 7, 40, 3]
+    params = [fs.init_params(784, h, 10, seed=i, dtype=dtype) for i, h in enumerate(hidden)]
+    state, offs, hidden = kernels.pack(params)
+    table = kernels.table_for(X, dtype)
+    alive = np.array([True, True, False, True])
+    ce, correct = np.full(4, -1.0), np.full(4, -1, np.int64)
+    kernels._forward_blocks(X, table, state, offs, hidden, 10, alive, y, ce, correct,
+                            np.empty((0, 0, 0), dtype), kernels.NO_PROBA)
+    proba = np.full((4, X.shape[0], 10), -1, dtype)
+    kernels._forward_blocks(X, table, state, offs, hidden, 10, alive,
+                            np.empty(0, np.int64), np.zeros(4), np.zeros(4, np.int64), proba,
+                            kernels.WANT_PROBA)
+    assert ce[2] == -1.0 and correct[2] == -1 and (proba[2] == -1).all()
+    for m in (0, 1, 3):
+        loss, accuracy = kernels.evaluate(params[m], X, y, 0.0)
+        assert ce[m] / X.shape[0] == loss and correct[m] / X.shape[0] == accuracy
+        np.testing.assert_array_equal(proba[m], kernels.predict_proba(params[m], X))
+        Xf = fs.checks.pixels_to_float(X, np.dtype(dtype)) if pixels else X
+        assert rel_err(ref.evaluate(params[m], Xf, y, 0.0)[0], loss) <= RTOL[np.dtype(dtype)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_huge_logits_give_finite_loss(dtype):
     X, y = make_data(8, n_features=6, n_classes=3, dtype=dtype)
     X = np.ones_like(X)
