@@ -79,6 +79,11 @@ def model_flops_per_sample(H: int) -> int:
     return 4 * 784 * H + 6 * 10 * H
 
 
+def forward_flops_per_sample(H: int) -> int:
+    """Forward FLOPs of one sample (an evaluation): the two layers' products."""
+    return 2 * 784 * H + 2 * 10 * H
+
+
 class Fastsoftmax(_Shuffled):
     """fastsoftmax's compiled epoch (numba) as fs.train runs it (its _Engine: the
     packed weights kept between epochs, one epoch per call)."""

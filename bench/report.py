@@ -76,6 +76,29 @@ def core_peak(benches):
     return max(candidates) if candidates else (None, None)
 
 
+def two_core_peak(benches):
+    """(GFLOP/s, source): two cores' float32 peak, the better of NumPy's 2-thread SGEMM
+    and twice the core peak, measured in the same run; (None, None) if neither ran."""
+    candidates = []
+    g = gemm(benches)
+    if g.get(2):
+        candidates.append((g[2], "NumPy's 2-thread SGEMM 4096"))
+    peak, source = core_peak(benches)
+    if peak:
+        candidates.append((2 * peak, f"twice the core peak, {source}"))
+    return max(candidates) if candidates else (None, None)
+
+
+def sweep_rate(benches):
+    """(model GFLOP/s, GFLOP) of fastsoftmax's 2-thread default sweep, or None when the run
+    did not record its model FLOPs."""
+    for b in benches:
+        if b["name"].startswith("test_sweep_fastsoftmax") and b["params"]["workers"] == 2:
+            gflop = b["extra_info"].get("model_gflop")
+            return (gflop / b["stats"]["min"], gflop) if gflop else None
+    return None
+
+
 def blas_kernel(benches) -> str:
     for b in benches:
         if b["name"].startswith("test_gemm") and b["extra_info"].get("blas"):
@@ -176,6 +199,12 @@ def markdown(data, benches) -> str:
             ratio = f" ({t / base:.1f}x fastsoftmax on 2 threads)" if base and t != base else ""
             lines.append(f"- {name}: {t:.1f} s{ratio}")
         lines.append("")
+        rate, (peak2, source2) = sweep_rate(benches), two_core_peak(benches)
+        if rate and peak2:
+            lines += [f"fastsoftmax's 2-thread sweep: {rate[1]:.0f} GFLOP of model arithmetic "
+                      f"(training, and validation at the grid's epoch counts) at "
+                      f"{rate[0]:.0f} GFLOP/s, {100 * rate[0] / peak2:.0f}% of the 2-core peak "
+                      f"{peak2:.0f} GFLOP/s ({source2}).", ""]
     grid = grids(benches)
     if grid:
         lines += ["The default grid (72 configurations) as whole processes on 2 cores, start-up, "

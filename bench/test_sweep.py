@@ -18,12 +18,26 @@ import fastsoftmax as fs
 from fastsoftmax import cli, grid, reference
 from fastsoftmax.checks import check_X
 from fastsoftmax.data import train_val_split
+from peers import forward_flops_per_sample, model_flops_per_sample
 
 CONFIGS = grid.build_grid(**grid.DEFAULT)
+N_TRAIN, N_VAL = 48000, 12000
 
 
 def _epochs_trained():
     return sum(g[-1].epochs for g in grid.group_configs(CONFIGS))
+
+
+def _model_gflop():
+    """The model FLOPs the grid needs, in GFLOP: each group's epochs on the training images,
+    and one validation pass at each epoch count the grid asks for (what the JAX grid
+    computes; fastsoftmax validates after every epoch, for the histories, uncounted)."""
+    total = 0
+    for group in grid.group_configs(CONFIGS):
+        H = group[-1].hidden_size
+        total += group[-1].epochs * N_TRAIN * model_flops_per_sample(H)
+        total += len(group) * N_VAL * forward_flops_per_sample(H)
+    return total / 1e9
 
 
 # "local:2": the same sweep as tasks on a Dask LocalCluster of 2 worker processes,
@@ -38,10 +52,11 @@ def test_sweep_fastsoftmax(benchmark, train_set, workers, capsys):
                               rounds=1, iterations=1)
     assert code == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["n_configs"] == len(CONFIGS) and summary["n_train"] == 48000
+    assert summary["n_configs"] == len(CONFIGS) and summary["n_train"] == N_TRAIN
+    assert summary["n_val"] == N_VAL
     best = summary["best"]
     benchmark.extra_info.update(
-        workers=workers, epochs_trained=_epochs_trained(),
+        workers=workers, epochs_trained=_epochs_trained(), model_gflop=_model_gflop(),
         test_accuracy=summary["test_accuracy"], test_loss=summary["test_loss"],
         best={k: best[k] for k in grid.AXES}, best_val_accuracy=best["val_accuracy"])
 
