@@ -971,7 +971,9 @@ def pack(params: list[Params]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """
     parts = [_flat(p) for p in params]
     hidden = np.array([p.shape[1] for p in params], np.int64)
-    return np.concatenate(parts), offsets([q.size for q in parts]), hidden
+    # One model (fs.evaluate, fs.predict_proba, fs.train) is its fresh flat array already.
+    state = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return state, offsets([q.size for q in parts]), hidden
 
 
 def unpack(flat: np.ndarray, off: int, shape) -> Params:
