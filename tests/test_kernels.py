@@ -154,7 +154,8 @@ def test_per_column_coefficients_equal_scalar_ones_column_by_column(dtype):
     updated side by side (each its own decay and learning rate) match their
     updates alone.  beta = 0 overwrites: a NaN there must not leak in."""
     rng = np.random.default_rng(7)
-    rows, k, width = 26, 19, 40  # tall, 6-row and 2-row tiles; 2-vector and 1-vector strips
+    # tall (12 or 8 rows), 6-row and 2-row tiles; 2-vector and 1-vector strips
+    rows, k, width = 26, 19, 40
     a = rng.standard_normal(rows * k).astype(dtype)
     b = rng.standard_normal(k * width).astype(dtype)
     out = rng.standard_normal(rows * width).astype(dtype)
@@ -174,6 +175,33 @@ def test_per_column_coefficients_equal_scalar_ones_column_by_column(dtype):
     exact = (np.where(beta == 0, 0, beta) * np.nan_to_num(out.reshape(rows, width))
              + gamma * (a.reshape(rows, k).astype(np.float64) @ b.reshape(k, width)))
     np.testing.assert_allclose(got, exact, rtol=RTOL[np.dtype(dtype)] * 100, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_products_rows_have_the_same_bits_whatever_tile_computes_them(dtype):
+    """_tiles picks tiles of 2 to 12 rows by the row count (and the host's width): each
+    output is the same chain of multiply-adds in any of them, so a product's rows equal,
+    bit for bit, the same rows computed two at a time (the 2-row tiles alone)."""
+    rng = np.random.default_rng(11)
+    k, width = 23, 40  # 2-vector and 1-vector strips in float32, more in float64
+    b = rng.standard_normal(k * width).astype(dtype)
+    one = kernels.UNIT
+    for rows in (2, 4, 6, 8, 10, 12, 14, 20, 24, 26, 32, 38):
+        a = rng.standard_normal(rows * k).astype(dtype)
+        out = rng.standard_normal(rows * width).astype(dtype)
+        beta, gamma = dtype(0.75), dtype(-0.5)
+        together = out.copy()
+        kernels._tiles(a, k, one, rows, b, width, k, together, width, width, beta, gamma)
+        pairs = out.copy()
+        for r in range(0, rows, 2):
+            kernels._tiles(a[r * k:], k, one, 2, b, width, k, pairs[r * width:], width, width,
+                           beta, gamma)
+        np.testing.assert_array_equal(together, pairs, err_msg=f"{rows} rows")
+        # the transposed layout the weight updates use: rows adjacent, k strided
+        aT = np.ascontiguousarray(a.reshape(rows, k).T).ravel()
+        together_t = out.copy()
+        kernels._tiles(aT, one, rows, rows, b, width, k, together_t, width, width, beta, gamma)
+        np.testing.assert_array_equal(together_t, together, err_msg=f"{rows} rows, transposed")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
