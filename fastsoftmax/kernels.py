@@ -91,6 +91,17 @@ def pad_classes(n):
 
 # --------------------------------------------------------------------------
 # compiled building blocks
+#
+# A block that only the training kernels call (the backward pass, the cross-entropy,
+# the norms, the W2 and bias updates, the optimiser rules, the prefetch) is inlined into
+# them (inline="always").  Numba compiles a called function as a library of its own,
+# optimises it and emits its machine code, then links it into each caller and optimises
+# and emits it there again; inlined, it is compiled once, in the kernel.  The epoch
+# kernel's first compile took 16.1-17.0 s against 16.6-19.6 s before, and the default
+# sweep's first run 43.8-47.6 s against 46.1-49.2 s (three alternating runs each, one
+# core, empty cache), with the same epoch speed and the same bits.  Blocks that the
+# evaluation kernel shares (the gather, the scratch, the packed views, _tiles) stay
+# compiled once for both: inlining them too made the two first compiles slower.
 
 
 def _strip(tall, mid, tile, quad, short):
@@ -229,7 +240,7 @@ def _gather(X, table, rows, n, Xb):
             Xb[i, d] = zero
 
 
-@jit
+@jit(inline="always")
 def _prefetch_rows(X, order, start, stop):
     """Ask the caches for the rows X[order[start:stop]] (hides DRAM latency; no effect on results)."""
     flat = X.ravel()
@@ -305,7 +316,7 @@ def _forward(Xb, n, W1, b1, W2, b2, Hd, Z):
     _logits(Hd, npad, n, W2, b2, Z)
 
 
-@jit
+@jit(inline="always")
 def _xent_grad(Z, K, y, rows, n, G):
     """Summed cross-entropy of the logits ``Z[:n, :K]`` and its gradient ``(p - onehot) / n``.
 
@@ -349,7 +360,7 @@ def _xent_grad(Z, K, y, rows, n, G):
 NORM_CHUNK = 1024  # elements summed in the array's dtype before joining the float64 total
 
 
-@jit
+@jit(inline="always")
 def _squared_norm(W):
     """Sum of squares of W, as float64.
 
@@ -372,7 +383,7 @@ def _squared_norm(W):
 NORM_SLACK = NARROW
 
 
-@jit
+@jit(inline="always")
 def _columns_norm(W, c, H, sq):
     """Sum of squares of the columns c .. c + H of W (2-D, C-ordered), as float64.
 
@@ -400,7 +411,7 @@ def _columns_norm(W, c, H, sq):
     return total
 
 
-@jit
+@jit(inline="always")
 def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
     """d loss / d pre-activations and the bias gradients, from Hd and G.
 
@@ -447,7 +458,7 @@ def _w1_update(Xb, n, dA, W1, beta, gamma):
            beta, gamma)
 
 
-@jit
+@jit(inline="always")
 def _w2_update(Hd, n, G, W2, beta, gamma):
     """W2 = beta W2 + gamma Hd^T G, as :func:`_w1_update` (rows are hidden units).
 
@@ -458,7 +469,7 @@ def _w2_update(Hd, n, G, W2, beta, gamma):
            beta, gamma)
 
 
-@jit
+@jit(inline="always")
 def _bias_update(lr, b1, b2, gb1, gb2):
     """b -= lr * grad for both biases, in place."""
     for j in range(b1.shape[0]):
@@ -506,7 +517,7 @@ def _optimizer_coefs(w, lr, settings, t):
             dt(float(lr) / (1.0 - settings[1] ** t)), dt(np.sqrt(1.0 - settings[2] ** t)))
 
 
-@jit
+@jit(inline="always")
 def _optimizer_rule(opt, w, g, s1, s2, lr, l2, coefs):
     """One step of momentum, Nesterov momentum or Adam, element by element, in place.
 
