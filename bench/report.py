@@ -46,6 +46,16 @@ def epoch_table(benches) -> tuple[dict, list]:
     return dict(sorted(cells.items())), present
 
 
+def paired(benches) -> dict:
+    """{(H, B): {peer: extra_info}} of test_paired_epochs (fastsoftmax and JAX alternating)."""
+    cells = defaultdict(dict)
+    for b in benches:
+        if b["name"].startswith("test_paired_epochs"):
+            info = b["extra_info"]
+            cells[(info["H"], info["B"])][info["peer"]] = info
+    return dict(sorted(cells.items()))
+
+
 def gemm(benches) -> dict:
     return {b["params"]["threads"]: b["extra_info"]["gflops"]
             for b in benches if b["name"].startswith("test_gemm")}
@@ -177,6 +187,25 @@ def markdown(data, benches) -> str:
             pack, vmap = row.get("fastsoftmax-pack4"), row.get("jax-vmap")
             cols.append(f"{pack / 1e6:.2f}M" if pack else "-")
             cols.append(f"{pack / vmap:.2f}" if pack and vmap else "skipped")
+            lines.append("| " + " | ".join(cols) + " |")
+        lines.append("")
+    pairs = paired(benches)
+    if pairs:
+        n = max(len(i["ratios"]) for c in pairs.values() for i in c.values())
+        lines += [f"fastsoftmax against JAX with their epochs alternating ({n} pairs per cell, "
+                  "the first of a pair taken in turn; one pinned core): the median of the pairs' "
+                  "ratios (JAX's epoch time over fastsoftmax's; above 1: fastsoftmax faster), "
+                  "the lowest and highest pair, and the best epoch over the best epoch.", "",
+                  "| H | B | x jax-scan, median | lowest - highest | best / best "
+                  "| pack4 x jax-vmap, median | lowest - highest | best / best |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for (H, B), row in pairs.items():
+            cols = [str(H), str(B)]
+            for peer in ("jax-scan", "jax-vmap"):
+                info = row.get(peer)
+                cols += ([f"{info['median_ratio']:.2f}",
+                          f"{min(info['ratios']):.2f} - {max(info['ratios']):.2f}",
+                          f"{info['best_ratio']:.2f}"] if info else ["skipped"] * 3)
             lines.append("| " + " | ".join(cols) + " |")
         lines.append("")
     if g:
