@@ -40,6 +40,7 @@ import numpy as np
 
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
+from ._views import flat_view, grid_view
 from ._tile import (MID_ROWS, NARROW, QUAD_ROWS, ROWS, column, square_sums1, square_sums2,
                     tile1, tile1_mid, tile1_quad, tile1_short, tile1_tall, tile2, tile2_quad,
                     tile2_short, wide1, wide1_mid, wide1_quad, wide1_short, wide1_tall, wide2,
@@ -102,6 +103,9 @@ def pad_classes(n):
 # core, empty cache), with the same epoch speed and the same bits.  Blocks that the
 # evaluation kernel shares (the gather, the scratch, the packed views, _tiles) stay
 # compiled once for both: inlining them too made the two first compiles slower.
+# Arrays are viewed flat or as rows x cols with _views (flat_view, grid_view), not
+# ravel/reshape, whose generic checks numba lowers again at every call site: the epoch
+# kernel's first compile 15.1-16.4 s against 16.7-17.9 s (three alternating runs).
 
 
 def _strip(tall, mid, tile, quad, short):
@@ -243,7 +247,7 @@ def _gather(X, table, rows, n, Xb):
 @jit(inline="always")
 def _prefetch_rows(X, order, start, stop):
     """Ask the caches for the rows X[order[start:stop]] (hides DRAM latency; no effect on results)."""
-    flat = X.ravel()
+    flat = flat_view(X)
     D = X.shape[1]
     step = max(1, CACHE_LINE // X.itemsize)
     for t in range(start, min(stop, order.shape[0])):
@@ -263,7 +267,7 @@ def _input_product(Xb, npad, W1, width, A):
     """
     Dp, Wd = W1.shape
     one = W1.dtype.type(1)
-    Xf, Wf, Af = Xb.ravel(), W1.ravel(), A.ravel()
+    Xf, Wf, Af = flat_view(Xb), flat_view(W1), flat_view(A)
     # Blocks of FEATURE_BLOCK rows of W1, so each block's column tiles stay in L1
     # while every sample tile uses them.  At H = 20-40 this measured the same as
     # one pass (W1 fits in L2); it is meant for layers whose W1 outgrows L2
@@ -294,7 +298,7 @@ def _relu_bias(A, c, npad, b1, H, Hd):
 def _logits(Hd, npad, n, W2, b2, Z):
     """Z[:n, :K] = Hd W2 + b2 (K = len(b2)); Hd (>= npad, Hp), W2 (Hp, Kp), Z (>= npad, Kp)."""
     Hp, Kp = W2.shape
-    _tiles(Hd.ravel(), Hp, UNIT, npad, W2.ravel(), Kp, Hp, Z.ravel(), Kp, Kp,
+    _tiles(flat_view(Hd), Hp, UNIT, npad, flat_view(W2), Kp, Hp, flat_view(Z), Kp, Kp,
            W2.dtype.type(0), W2.dtype.type(1))
     for i in range(n):
         for k in range(b2.shape[0]):
@@ -368,7 +372,7 @@ def _squared_norm(W):
     float32 element to float64 first made this per-minibatch pass over W1 cost
     as much as the cross-entropy.  The chunks join a float64 total.
     """
-    w = W.ravel()
+    w = flat_view(W)
     total = 0.0
     for start in range(0, w.shape[0], NORM_CHUNK):
         s = w.dtype.type(0)
@@ -398,7 +402,7 @@ def _columns_norm(W, c, H, sq):
     Column by column in registers: the row-by-row sum it replaced, H values at a time,
     spent its time on short loops and their remainders (2-6% of an epoch at B = 32).
     """
-    flat = W.ravel()
+    flat = flat_view(W)
     lanes = NARROW // W.itemsize
     for j in range(0, H, 2 * lanes):
         if j + lanes < H:
@@ -428,7 +432,7 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
         for k in range(K):
             W2T[k, j] = W2[j, k]
     # dA = G W2^T over the K real classes, then relu passes it only where a unit was active
-    _tiles(G.ravel(), Kp, UNIT, npad, W2T.ravel(), Hp, K, dA.ravel(), Hp, Hp, zero,
+    _tiles(flat_view(G), Kp, UNIT, npad, flat_view(W2T), Hp, K, flat_view(dA), Hp, Hp, zero,
            W2.dtype.type(1))
     for j in range(Hp):
         gb1[j] = zero
@@ -454,7 +458,7 @@ def _w1_update(Xb, n, dA, W1, beta, gamma):
     Xb (>= np, Dp), dA (>= np, Hp), W1 (Dp, Hp).
     """
     Dp, Hp = W1.shape
-    _tiles(Xb.ravel(), UNIT, Dp, Dp, dA.ravel(), Hp, pad_samples(n), W1.ravel(), Hp, Hp,
+    _tiles(flat_view(Xb), UNIT, Dp, Dp, flat_view(dA), Hp, pad_samples(n), flat_view(W1), Hp, Hp,
            beta, gamma)
 
 
@@ -465,7 +469,7 @@ def _w2_update(Hd, n, G, W2, beta, gamma):
     Hd (>= np, Hp), G (>= np, Kp), W2 (Hp, Kp).
     """
     Hp, Kp = W2.shape
-    _tiles(Hd.ravel(), UNIT, Hp, Hp, G.ravel(), Kp, pad_samples(n), W2.ravel(), Kp, Kp,
+    _tiles(flat_view(Hd), UNIT, Hp, Hp, flat_view(G), Kp, pad_samples(n), flat_view(W2), Kp, Kp,
            beta, gamma)
 
 
@@ -564,11 +568,11 @@ def packed_size(Hp, Dp, K):
 def packed_views(flat, off, Hp, Dp, K):
     """Kernel-form (W1, b1, W2, b2) views of one model packed in 1-D ``flat`` at ``off``."""
     Kp = pad_classes(K)
-    W1 = flat[off:off + Dp * Hp].reshape(Dp, Hp)
+    W1 = grid_view(flat[off:off + Dp * Hp], Dp, Hp)
     off += Dp * Hp
     b1 = flat[off:off + Hp]
     off += Hp
-    W2 = flat[off:off + Hp * Kp].reshape(Hp, Kp)
+    W2 = grid_view(flat[off:off + Hp * Kp], Hp, Kp)
     off += Hp * Kp
     return W1, b1, W2, flat[off:off + K]
 
@@ -651,7 +655,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     for m in range(P):
         in_layout += cols[m] >= 0
     # W1w is the front of a buffer with room for _columns_norm's last vector.
-    W1w = np.zeros(Dp * Hw + NORM_SLACK, state.dtype)[:Dp * Hw].reshape(Dp, Hw)
+    W1w = grid_view(np.zeros(Dp * Hw + NORM_SLACK, state.dtype), Dp, Hw)
     decay_w = np.ones(split, state.dtype)  # the SGD block's beta and gamma per column
     step_w = np.zeros(split, state.dtype)
     widest = 0
@@ -676,7 +680,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
     A = np.empty((Bp, Hw), state.dtype)
     dAw = np.zeros((Bp, Hw), state.dtype)
     gW1w = np.empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
-    hd, da, w2t = Hd.ravel(), dA.ravel(), W2T.ravel()
+    hd, da, w2t = flat_view(Hd), flat_view(dA), flat_view(W2T)
     # Each model's b1, W2, b2 gradient (packed as they are), kept until its W1
     # gradient is ready: one call of _optimizer_rule then steps every part.
     grad = np.empty((P, Hmax + Hmax * Kp + K), state.dtype)
@@ -694,8 +698,8 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
                 continue
             H, Hp, cm, off = hidden[m], pad_hidden(hidden[m]), cols[m], offs[m]
             W1, b1, W2, b2 = packed_views(state, off, Hp, Dp, K)
-            Hm = hd[:Bp * Hp].reshape(Bp, Hp)
-            dAm = da[:Bp * Hp].reshape(Bp, Hp)
+            Hm = grid_view(hd, Bp, Hp)
+            dAm = grid_view(da, Bp, Hp)
             _relu_bias(A, cm, npad, b1, H, Hm)
             _logits(Hm, npad, n, W2, b2, Z)
             lr, alpha = lrs[m], alphas[m]
@@ -719,7 +723,7 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
                         step_w[j] = zero
                 continue
             gb1, gb2 = grad[m, :Hp], grad[m, Hp + Hp * Kp:Hp + Hp * Kp + K]
-            _backward(n, Hm, G, W2, w2t[:Kp * Hp].reshape(Kp, Hp), dAm, gb1, gb2)
+            _backward(n, Hm, G, W2, grid_view(w2t, Kp, Hp), dAm, gb1, gb2)
             for i in range(npad):
                 for j in range(H):
                     dAw[i, cm + j] = dAm[i, j]
@@ -728,17 +732,17 @@ def _train_epoch_many(X, table, y, order, batch_size, lrs, alphas, limits, state
                 _w2_update(Hm, n, G, W2, one - lr * alpha, -lr)  # after _backward used the old W2
                 _bias_update(lr, b1, b2, gb1, gb2)
             else:
-                _w2_update(Hm, n, G, grad[m, Hp:Hp + Hp * Kp].reshape(Hp, Kp), zero, one)
+                _w2_update(Hm, n, G, grid_view(grad[m, Hp:Hp + Hp * Kp], Hp, Kp), zero, one)
             total[m] += value * n
             total_xent[m] += xent * n
         # W1 of the SGD block: W1 = (1 - lr alpha) W1 - lr Xb^T dA, per column;
         # of the others: their gradient Xb^T dA, then each one's rule.
-        Xf = Xb.ravel()
+        Xf = flat_view(Xb)
         if split > 0:
-            _tiles(Xf, UNIT, Dp, Dp, dAw.ravel(), Hw, npad, W1w.ravel(), Hw, split,
+            _tiles(Xf, UNIT, Dp, Dp, flat_view(dAw), Hw, npad, flat_view(W1w), Hw, split,
                    decay_w, step_w)
         if Hw > split:
-            _tiles(Xf, UNIT, Dp, Dp, dAw.ravel()[split:], Hw, npad, gW1w.ravel(), Hw - split,
+            _tiles(Xf, UNIT, Dp, Dp, flat_view(dAw)[split:], Hw, npad, flat_view(gW1w), Hw - split,
                    Hw - split, zero, one)
             for m in range(P):
                 if cols[m] < 0 or opts[m] == SGD:
@@ -843,7 +847,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1x, W2x)
     Bp = Xb.shape[0]
     A = np.empty((Bp, Hw), state.dtype)
-    hd = Hd.ravel()
+    hd = flat_view(Hd)
     labelled = y.shape[0] > 0
     for m in range(M):
         if labelled and cols[m] >= 0:
@@ -861,7 +865,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
                 continue
             Hp = pad_hidden(hidden[m])
             _, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
-            Hm = hd[:Bp * Hp].reshape(Bp, Hp)
+            Hm = grid_view(hd, Bp, Hp)
             _relu_bias(A, cols[m], npad, b1, hidden[m], Hm)
             _logits(Hm, npad, n, W2, b2, Z)
             total, right = ce[m], correct[m]  # each model's sum runs row by row, in order
