@@ -154,8 +154,7 @@ def test_per_column_coefficients_equal_scalar_ones_column_by_column(dtype):
     updated side by side (each its own decay and learning rate) match their
     updates alone.  beta = 0 overwrites: a NaN there must not leak in."""
     rng = np.random.default_rng(7)
-    # tall (12 or 8 rows), 6-row and 2-row tiles; 2-vector and 1-vector strips
-    rows, k, width = 26, 19, 40
+    rows, k, width = 26, 19, 40  # tall, 6-row and 2-row tiles; 2-vector and 1-vector strips
     a = rng.standard_normal(rows * k).astype(dtype)
     b = rng.standard_normal(k * width).astype(dtype)
     out = rng.standard_normal(rows * width).astype(dtype)
