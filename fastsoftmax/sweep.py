@@ -65,17 +65,85 @@ def seconds_per_cycle(c0: int, t0: float) -> float:
     return dt / dc if dc > 0 else 0.0
 
 
+@jit
+def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
+                g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
+                g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps,
+                train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
+                diverged, stop):
+    """Worker w's share of :func:`_sweep`: the packs ``plan[w]``, in order (arguments as
+    there).
+
+    The body of _sweep's parallel loop, as a kernel of its own that _sweep reaches through a
+    function pointer: numba's parfor passes type, lower and optimise a loop body again for
+    the gufunc they wrap it in, and linked by name it would be optimised again at every
+    level.  Compiling both from an empty cache took 5.4 s against 7.4 s for the body inside
+    the loop (numba's compile events, one core).
+    """
+    Dp = kernels.pad_features(X.shape[1])
+    Nv = Xv.shape[0]
+    no_proba = np.empty((0, 0, 0), state.dtype)
+    for t in range(plan.shape[1]):
+        p = plan[w, t]
+        if p < 0 or stop[w] != 0:
+            break
+        P = 0
+        while P < packs.shape[1] and packs[p, P] >= 0:
+            P += 1
+        members = packs[p, :P].copy()
+        first = members[0]
+        alive = np.ones(P, np.bool_)
+        losses = np.empty(P)
+        xents = np.empty(P)
+        ces = np.empty(P)
+        corrects = np.empty(P, np.int64)
+        steps = np.zeros(P, np.int64)
+        started = _cycles()
+        for m in range(P):
+            g_start[members[m]] = started
+        for e in range(g_epochs[first]):
+            if stop[w] != 0:
+                break
+            train_epoch(X, table, y, orders[e], g_batch[first], g_lr[members],
+                        g_alpha[members], g_limit[members], state, g_off[members],
+                        g_hidden[members], K, alive, losses, xents, g_opt[members],
+                        g_settings[members], slots, steps)
+            validate(Xv, table, state, g_off[members], g_hidden[members], K, alive, yv,
+                     ces, corrects, no_proba, kernels.NO_PROBA)
+            for m in range(P):
+                g = members[m]
+                if not alive[m]:
+                    diverged[g] = True
+                    continue
+                train_loss[g, e] = losses[m]
+                train_xent[g, e] = xents[m]
+                val_loss[g, e] = ces[m] / Nv
+                val_acc[g, e] = corrects[m] / Nv
+                size = kernels.packed_size(kernels.pad_hidden(g_hidden[g]), Dp, K)
+                for c in range(c_group.shape[0]):
+                    if c_group[c] == g and c_epochs[c] == e + 1:
+                        # A loop, not a slice assignment: that one's shape-mismatch
+                        # error path alone took 3 s to compile.
+                        for i in range(size):
+                            snaps[c_off[c] + i] = state[g_off[g] + i]
+                epoch_end[g, e] = _cycles()
+                epochs_done[g] = e + 1
+            if not alive.any():
+                break
+
+
 @jit(parallel=True, cache=True)
-def _sweep(train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
+def _sweep(run_worker, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
            g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
            g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps,
            train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
            diverged, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
-    train_epoch, validate: kernels._train_epoch_many and kernels._forward_blocks, as
-    function pointers (see :func:`_kernel_pointers`); a pack trains and is validated
-    together, each epoch.
+    run_worker: :func:`_run_worker`, which runs worker w's packs; train_epoch, validate:
+    kernels._train_epoch_many and kernels._forward_blocks; all three as function
+    pointers (see :func:`_kernel_pointers`); a pack trains and is validated together,
+    each epoch.
     X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
     X and Xv with their pixel table, or None); K classes; orders (E, N) int64.
     A pack (a row of ``packs``, padded with -1) lists groups with one batch
@@ -96,54 +164,12 @@ def _sweep(train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
     flag per worker: a read of ``stop[0]`` looks loop-invariant, and numba's
     parfor pass hoists it out of the prange body, so it was never seen.)
     """
-    Dp = kernels.pad_features(X.shape[1])
-    Nv = Xv.shape[0]
     for w in numba.prange(plan.shape[0]):
-        no_proba = np.empty((0, 0, 0), state.dtype)
-        for t in range(plan.shape[1]):
-            p = plan[w, t]
-            if p < 0 or stop[w] != 0:
-                break
-            P = 0
-            while P < packs.shape[1] and packs[p, P] >= 0:
-                P += 1
-            members = packs[p, :P].copy()
-            first = members[0]
-            alive = np.ones(P, np.bool_)
-            losses = np.empty(P)
-            xents = np.empty(P)
-            ces = np.empty(P)
-            corrects = np.empty(P, np.int64)
-            steps = np.zeros(P, np.int64)
-            started = _cycles()
-            for m in range(P):
-                g_start[members[m]] = started
-            for e in range(g_epochs[first]):
-                if stop[w] != 0:
-                    break
-                train_epoch(X, table, y, orders[e], g_batch[first], g_lr[members],
-                            g_alpha[members], g_limit[members], state, g_off[members],
-                            g_hidden[members], K, alive, losses, xents, g_opt[members],
-                            g_settings[members], slots, steps)
-                validate(Xv, table, state, g_off[members], g_hidden[members], K, alive, yv,
-                         ces, corrects, no_proba, kernels.NO_PROBA)
-                for m in range(P):
-                    g = members[m]
-                    if not alive[m]:
-                        diverged[g] = True
-                        continue
-                    train_loss[g, e] = losses[m]
-                    train_xent[g, e] = xents[m]
-                    val_loss[g, e] = ces[m] / Nv
-                    val_acc[g, e] = corrects[m] / Nv
-                    size = kernels.packed_size(kernels.pad_hidden(g_hidden[g]), Dp, K)
-                    for c in range(c_group.shape[0]):
-                        if c_group[c] == g and c_epochs[c] == e + 1:
-                            snaps[c_off[c]:c_off[c] + size] = state[g_off[g]:g_off[g] + size]
-                    epoch_end[g, e] = _cycles()
-                    epochs_done[g] = e + 1
-                if not alive.any():
-                    break
+        run_worker(np.int64(w), train_epoch, validate, X, y, Xv, yv, table, K, orders, plan,
+                   packs, g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
+                   g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps, train_loss,
+                   train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged,
+                   stop)
 
 
 @dataclass
@@ -385,7 +411,7 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
 
 
 def _epoch_args(plan: Plan, X, y, table, orders) -> tuple:
-    """The types of the arguments :func:`_sweep` passes kernels._train_epoch_many."""
+    """The types of the arguments :func:`_sweep` passes the epoch kernel (kernels.epoch_kernel)."""
     typeof, vector = numba.typeof, types.Array
     return (typeof(X), typeof(table), typeof(y), typeof(orders[0]), types.int64,
             typeof(plan.g_lr), typeof(plan.g_alpha), typeof(plan.g_limit), typeof(plan.state),
@@ -396,7 +422,7 @@ def _epoch_args(plan: Plan, X, y, table, orders) -> tuple:
 
 
 def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
-    """Types of the function pointers :func:`_sweep` takes: kernels._train_epoch_many
+    """Types of the function pointers :func:`_sweep` takes: the epoch kernel
     and kernels._forward_blocks, for the arguments _sweep passes them.
 
     _sweep takes the two kernels as pointers, not by name.  Called by name, a kernel
@@ -427,12 +453,19 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
             plan.c_off, snaps, out.train_loss, out.train_xent, out.val_loss, out.val_acc,
             out.epoch_end, out.g_start, out.epochs_done, out.diverged, stop)
     epoch, validate = _kernel_pointers(plan, X, y, X_val, y_val, table, orders)
+    arg_types = tuple(numba.typeof(a) for a in args)
+    worker = types.FunctionType(types.none(types.int64, epoch, validate, *arg_types))
     # compile() loads from numba's cache or compiles, once per signature.  On a first
-    # run the epoch kernel, the largest, compiles in a second process meanwhile.
-    with compiled_aside(kernels._train_epoch_many, epoch.signature.args):
-        sweep = _sweep.compile((epoch, validate) + tuple(numba.typeof(a) for a in args))
+    # run the epoch kernel, the largest, compiles in a second process meanwhile.  The
+    # validation kernel goes first: the callees it shares with the epoch kernel (the
+    # gather, the scratch, the scalar-coefficient _tiles) reach numba's cache before the
+    # child's typing asks for them, so the child loads them instead of compiling them.
+    train_epoch = kernels._train_epoch_many
+    with compiled_aside(train_epoch, epoch.signature.args):
         kernels._forward_blocks.compile(validate.signature.args)
-    sweep(kernels._train_epoch_many, kernels._forward_blocks, *args)
+        _run_worker.compile(worker.signature.args)
+        sweep = _sweep.compile((worker, epoch, validate) + arg_types)
+    sweep(_run_worker, train_epoch, kernels._forward_blocks, *args)
 
 
 def new_records(plan: Plan, out: Outputs, records: dict, seconds) -> list:
