@@ -58,14 +58,16 @@ def compiled_aside(dispatcher, args: tuple):
     kernel uncompiled.
     """
     child = None
-    if tuple(args) not in dispatcher.overloads and available_cpus().count > 1 \
-            and _cached(dispatcher, args) is False:
-        fn = dispatcher.py_func
+    module = dispatcher.py_func.__module__
+    # The name the module binds it to, which the child looks up: a kernel made by
+    # a factory has a qualified name among the factory's locals.
+    name = next((k for k, v in vars(sys.modules[module]).items() if v is dispatcher), None)
+    if name is not None and tuple(args) not in dispatcher.overloads \
+            and available_cpus().count > 1 and _cached(dispatcher, args) is False:
         child = subprocess.Popen([sys.executable, "-c", _CHILD], stdin=subprocess.PIPE,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            child.stdin.write(pickle.dumps((sys.path, fn.__module__, fn.__qualname__,
-                                            tuple(args))))
+            child.stdin.write(pickle.dumps((sys.path, module, name, tuple(args))))
             child.stdin.close()
         except OSError:  # the child died at once: this process compiles the kernel
             pass

@@ -141,7 +141,7 @@ def _sweep(run_worker, train_epoch, validate, X, y, Xv, yv, table, K, orders, pl
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
     run_worker: :func:`_run_worker`, which runs worker w's packs; train_epoch, validate:
-    kernels._train_epoch_many and kernels._forward_blocks; all three as function
+    kernels.epoch_kernel(g_opt) and kernels._forward_blocks; all three as function
     pointers (see :func:`_kernel_pointers`); a pack trains and is validated together,
     each epoch.
     X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
@@ -411,7 +411,7 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
 
 
 def _epoch_args(plan: Plan, X, y, table, orders) -> tuple:
-    """The types of the arguments :func:`_sweep` passes the epoch kernel (kernels.epoch_kernel)."""
+    """The types of the arguments :func:`_sweep` passes the epoch kernel."""
     typeof, vector = numba.typeof, types.Array
     return (typeof(X), typeof(table), typeof(y), typeof(orders[0]), types.int64,
             typeof(plan.g_lr), typeof(plan.g_alpha), typeof(plan.g_limit), typeof(plan.state),
@@ -460,7 +460,7 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
     # validation kernel goes first: the callees it shares with the epoch kernel (the
     # gather, the scratch, the scalar-coefficient _tiles) reach numba's cache before the
     # child's typing asks for them, so the child loads them instead of compiling them.
-    train_epoch = kernels._train_epoch_many
+    train_epoch = kernels.epoch_kernel(plan.g_opt)
     with compiled_aside(train_epoch, epoch.signature.args):
         kernels._forward_blocks.compile(validate.signature.args)
         _run_worker.compile(worker.signature.args)

@@ -240,6 +240,56 @@ def test_a_pack_with_every_rule_diverging_or_not_equals_each_model_alone(dtype):
                 np.testing.assert_array_equal(a, b)
 
 
+def _epoch_args(params, X, y, order, lrs, alphas, opts):
+    """The epoch kernels' arguments for ``params`` packed, and the arrays they write."""
+    packed = kernels.Packed(params, opts)
+    dt = packed.dtype
+    P = len(params)
+    out = (np.ones(P, np.bool_), np.empty(P), np.empty(P))
+    args = (X, kernels.table_for(X, dt), y.astype(np.int64), order.astype(np.int64), 32,
+            np.asarray(lrs, dt), np.asarray(alphas, dt), np.full(P, np.inf), packed.flat,
+            packed.offs, packed.hidden, 10, *out, packed.opts, packed.settings, packed.slots,
+            packed.steps)
+    return args, (packed.flat, packed.steps) + out
+
+
+@pytest.mark.parametrize("pixels", [False, True])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_sgd_only_epoch_kernel_gives_the_full_kernels_bits(dtype, pixels):
+    """The epoch kernel without the other optimiser rules (what all-SGD grids and fits
+    run) is the full one with those branches pruned: on plain-SGD models, one of them
+    diverging part-way, its weights, losses and divergence are the full kernel's, bit
+    for bit; so a model trains the same whichever rules share its grid."""
+    X, y = make_data(300, dtype=dtype, seed=3)
+    if pixels:
+        X = np.random.default_rng(1).integers(0, 256, X.shape, dtype=np.uint8)
+    order = np.random.default_rng(5).permutation(300)
+    hidden, lrs, alphas = [20, 7, 40], [0.05, 1e30, 0.2], [1e-3, 1.0, 0.0]
+    params = [fs.init_params(784, h, 10, seed=i, dtype=dtype) for i, h in enumerate(hidden)]
+    sgd = [make_optimizer("sgd")] * 3
+    results = []
+    for kernel in (kernels._train_epoch_sgd, kernels._train_epoch_many):
+        args, written = _epoch_args(params, X, y, order, lrs, alphas, sgd)
+        kernel(*args)
+        results.append(written)
+    assert list(results[0][2]) == [True, False, True]  # alive: the middle one diverged
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+    assert kernels.epoch_kernel(kernels.Packed(params, sgd).opts) is kernels._train_epoch_sgd
+
+
+def test_the_sgd_only_epoch_kernel_refuses_other_rules():
+    X, y = make_data(64, dtype=np.float32)
+    params = [fs.init_params(784, 5, 10, seed=i) for i in range(2)]
+    opts = [make_optimizer("sgd"), make_optimizer("momentum")]
+    args, written = _epoch_args(params, X, y, np.arange(64), [0.1, 0.1], [0.0, 0.0], opts)
+    before = written[0].copy()
+    with pytest.raises(ValueError, match="plain-SGD models only"):
+        kernels._train_epoch_sgd(*args)
+    np.testing.assert_array_equal(written[0], before)  # refused before any update
+    assert kernels.epoch_kernel(args[14]) is kernels._train_epoch_many
+
+
 def test_divergence_stops_before_the_bad_update():
     X, y = make_data(256, dtype=np.float32)
     params = fs.init_params(784, 8, 10, seed=0, dtype=np.float32)
@@ -292,16 +342,18 @@ def test_every_pixel_value_reads_exactly(dtype):
 
 
 _ONE_OF_EACH = """
+import sys
 import numpy as np
 import fastsoftmax as fs
 from fastsoftmax import grid
 from fastsoftmax.sweep import run_sweep
 
+rules = sys.argv[1].split(",")
 rng = np.random.default_rng(0)
 X = rng.integers(0, 256, (60, 784), dtype=np.uint8)
 y = rng.integers(0, 10, 60)
 configs = grid.build_grid(batch_size=[16], learning_rate=[0.1], epochs=[1], alpha=[1e-4],
-                          hidden_size=[8], optimizer=["sgd", "adam"])
+                          hidden_size=[8], optimizer=rules)
 out = run_sweep(configs, X[:40], y[:40], X[40:], y[40:], workers=1)
 # then what the CLI does with the loader's read-only test images, and what a user does
 frozen = X.copy()
@@ -309,20 +361,23 @@ frozen.flags.writeable = False
 params = out.params[configs[0]]
 fs.evaluate(params, frozen, y)
 fs.predict(params, frozen)
-fs.train(frozen, y, hidden_size=8, batch_size=16, epochs=1, optimizer="adam")
+fs.train(frozen, y, hidden_size=8, batch_size=16, epochs=1, optimizer=rules[-1])
 from fastsoftmax import kernels
-stats = kernels._train_epoch_many.stats
+stats = getattr(kernels, sys.argv[2]).stats
 print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 
 
-def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path):
+@pytest.mark.parametrize("rules, kernel", [("sgd,adam", "_train_epoch_many"),
+                                           ("sgd", "_train_epoch_sgd")])
+def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path, rules, kernel):
     """The sweep, the test-set evaluation and fs.train on read-only uint8 images
     share every compiled kernel: a literal argument (0, False) or a read-only
     array would each make numba compile a kernel again, seconds each on a first
     run (#10's cold start).  Counted in numba's cache, filled from empty.  With more
     than one CPU the epoch kernel compiles in a child process while this one compiles
-    the sweep (fastsoftmax.compile_aside), and this one loads it from the cache."""
+    the sweep (fastsoftmax.compile_aside), and this one loads it from the cache.  A grid
+    of plain SGD alone uses the epoch kernel without the other rules, and compiles no other."""
     import os
     import subprocess
     import sys
@@ -330,8 +385,8 @@ def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path):
     from fastsoftmax.cpus import available_cpus
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", _ONE_OF_EACH], env=env, check=True, timeout=600,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", _ONE_OF_EACH, rules, kernel], env=env,
+                         check=True, timeout=600, capture_output=True, text=True).stdout
     hits, misses = map(int, out.split()[-2:])
     if available_cpus().count > 1:
         assert (hits, misses) == (1, 0), "the epoch kernel was compiled here, not aside"
@@ -339,6 +394,7 @@ def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path):
         assert (hits, misses) == (0, 1)
     files = sorted(p.name for p in tmp_path.rglob("*.nbc"))
     assert any(name.startswith("sweep._sweep-") for name in files)
+    assert any(name.startswith("sweep._run_worker-") for name in files)
     assert any(name.startswith("kernels._forward_blocks-") for name in files)
     # _tiles has two by design: scalar coefficients (every product) and one per
     # column (the wide W1 update of a pack's plain-SGD models).
