@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._alloc import empty, zeros
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
 from ._views import flat_view, grid_view
@@ -106,6 +107,8 @@ def pad_classes(n):
 # Arrays are viewed flat or as rows x cols with _views (flat_view, grid_view), not
 # ravel/reshape, whose generic checks numba lowers again at every call site: the epoch
 # kernel's first compile 15.1-16.4 s against 16.7-17.9 s (three alternating runs).
+# New arrays come from _alloc's intrinsics, not np.empty/np.zeros/np.ones/np.full, which
+# numba compiles as functions of their own for every (shape, dtype) and caller's flags.
 
 
 def _strip(tall, mid, tile, quad, short):
@@ -490,9 +493,9 @@ def _scratch(B, W1, W2):
     Bp = pad_samples(B)
     dt = W1.dtype
     # Xb starts zeroed: its padding columns are never written and must stay 0.
-    return (np.empty(Bp, np.int64), np.zeros((Bp, Dp), dt), np.empty((Bp, Hp), dt),
-            np.empty((Bp, Kp), dt), np.empty((Bp, Kp), dt), np.empty((Bp, Hp), dt),
-            np.empty((Kp, Hp), dt))
+    return (empty(Bp, np.int64), zeros((Bp, Dp), dt), empty((Bp, Hp), dt),
+            empty((Bp, Kp), dt), empty((Bp, Kp), dt), empty((Bp, Hp), dt),
+            empty((Kp, Hp), dt))
 
 
 @jit(inline="always")
@@ -649,9 +652,10 @@ def _epoch_kernel(rules: bool):
         # -1 for models not (or no longer) in it.  The plain-SGD block is padded
         # to whole vectors: its update is fused into the product (per-column
         # decay and learning rate); the other rules' block gets the gradient.
-        cols = np.full(P, -1, np.int64)
+        cols = empty(P, np.int64)
         c = ORIGIN
         for m in range(P):
+            cols[m] = -1
             if alive[m] and opts[m] == SGD:
                 cols[m] = c
                 c += hidden[m]
@@ -668,9 +672,11 @@ def _epoch_kernel(rules: bool):
         for m in range(P):
             in_layout += cols[m] >= 0
         # W1w is the front of a buffer with room for _columns_norm's last vector.
-        W1w = grid_view(np.zeros(Dp * Hw + NORM_SLACK, state.dtype), Dp, Hw)
-        decay_w = np.ones(split, state.dtype)  # the SGD block's beta and gamma per column
-        step_w = np.zeros(split, state.dtype)
+        W1w = grid_view(zeros(Dp * Hw + NORM_SLACK, state.dtype), Dp, Hw)
+        decay_w = empty(split, state.dtype)  # the SGD block's beta and gamma per column
+        step_w = zeros(split, state.dtype)
+        for j in range(split):
+            decay_w[j] = one
         widest = 0
         for m in range(P):
             if hidden[m] > hidden[widest]:
@@ -690,16 +696,16 @@ def _epoch_kernel(rules: bool):
         Hmax = pad_hidden(hidden[widest])
         W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
         rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1x, W2x)
-        A = np.empty((Bp, Hw), state.dtype)
-        dAw = np.zeros((Bp, Hw), state.dtype)
-        gW1w = np.empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
+        A = empty((Bp, Hw), state.dtype)
+        dAw = zeros((Bp, Hw), state.dtype)
+        gW1w = empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
         hd, da, w2t = flat_view(Hd), flat_view(dA), flat_view(W2T)
         # Each model's b1, W2, b2 gradient (packed as they are), kept until its W1
         # gradient is ready: one call of _optimizer_rule then steps every part.
-        grad = np.empty((P, Hmax + Hmax * Kp + K), state.dtype)
-        sq = np.empty(Hmax + NORM_SLACK, state.dtype)  # one model's column sums of squares
-        total = np.zeros(P)
-        total_xent = np.zeros(P)
+        grad = empty((P, Hmax + Hmax * Kp + K), state.dtype)
+        sq = empty(Hmax + NORM_SLACK, state.dtype)  # one model's column sums of squares
+        total = zeros(P, np.float64)
+        total_xent = zeros(P, np.float64)
         for start in range(0, N, B):
             if in_layout == 0:
                 break  # every model has diverged
@@ -847,10 +853,11 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     Dp = pad_features(X.shape[1])
     dt = state.dtype.type
     # The wide layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m].
-    cols = np.full(M, -1, np.int64)
+    cols = empty(M, np.int64)
     c = ORIGIN
     widest = -1
     for m in range(M):
+        cols[m] = -1
         if alive[m]:
             cols[m] = c
             c += hidden[m]
@@ -862,7 +869,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     if M == 1:  # one model: its own W1 is the wide matrix, no copy
         W1w = packed_views(state, offs[0], Hw, Dp, K)[0]
     else:
-        W1w = np.zeros((Dp, Hw), state.dtype)
+        W1w = zeros((Dp, Hw), state.dtype)
         for m in range(M):
             if cols[m] >= 0:
                 W1 = packed_views(state, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
@@ -871,7 +878,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
     rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1x, W2x)
     Bp = Xb.shape[0]
-    A = np.empty((Bp, Hw), state.dtype)
+    A = empty((Bp, Hw), state.dtype)
     hd = flat_view(Hd)
     labelled = y.shape[0] > 0
     for m in range(M):

@@ -30,6 +30,7 @@ from numba.extending import intrinsic
 from threadpoolctl import threadpool_limits
 
 from . import kernels, reference
+from ._alloc import empty, zeros
 from ._jit import jit
 from .compile_aside import compiled_aside
 from .cpus import available_cpus
@@ -82,7 +83,7 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
     """
     Dp = kernels.pad_features(X.shape[1])
     Nv = Xv.shape[0]
-    no_proba = np.empty((0, 0, 0), state.dtype)
+    no_proba = empty((0, 0, 0), state.dtype)
     for t in range(plan.shape[1]):
         p = plan[w, t]
         if p < 0 or stop[w] != 0:
@@ -92,12 +93,14 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
             P += 1
         members = packs[p, :P].copy()
         first = members[0]
-        alive = np.ones(P, np.bool_)
-        losses = np.empty(P)
-        xents = np.empty(P)
-        ces = np.empty(P)
-        corrects = np.empty(P, np.int64)
-        steps = np.zeros(P, np.int64)
+        alive = empty(P, np.bool_)
+        for m in range(P):
+            alive[m] = True
+        losses = empty(P, np.float64)
+        xents = empty(P, np.float64)
+        ces = empty(P, np.float64)
+        corrects = empty(P, np.int64)
+        steps = zeros(P, np.int64)
         started = _cycles()
         for m in range(P):
             g_start[members[m]] = started
@@ -128,7 +131,10 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
                             snaps[c_off[c] + i] = state[g_off[g] + i]
                 epoch_end[g, e] = _cycles()
                 epochs_done[g] = e + 1
-            if not alive.any():
+            living = 0
+            for m in range(P):
+                living += alive[m]
+            if living == 0:
                 break
 
 
