@@ -932,7 +932,10 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
 def to_kernel(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Fresh kernel-form arrays W1 (Dp, Hp), b1 (Hp,), W2 (Hp, Kp), b2 (K,), zero-padded."""
     D, H, K = params.shape
-    Dp, Hp, Kp = pad_features(D), pad_hidden(H), pad_classes(K)
+    # The padding rules' Python functions: a call of a jitted function from Python
+    # starts numba's CPU target and compiles it (1.1 s, before a first run's second
+    # process could start compiling), and these are plain integer arithmetic.
+    Dp, Hp, Kp = pad_features.py_func(D), pad_hidden.py_func(H), pad_classes.py_func(K)
     dtype = params.dtype
     W1 = np.zeros((Dp, Hp), dtype)
     W1[:D, :H] = params.W1

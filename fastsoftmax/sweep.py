@@ -263,7 +263,7 @@ PACK_BYTES = 1 << 20
 
 def cost(config: Config, n_samples: int) -> float:
     """Relative training cost of a group whose largest epoch count is config.epochs."""
-    Hp = kernels.pad_hidden(config.hidden_size)
+    Hp = kernels.pad_hidden.py_func(config.hidden_size)  # as Python: see kernels.to_kernel
     # ~4*D*Hp flops per sample, plus a per-minibatch update of the whole model.
     return config.epochs * (n_samples * Hp + (n_samples / config.batch_size) * Hp * 0.5)
 

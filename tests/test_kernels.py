@@ -287,7 +287,7 @@ def test_the_sgd_only_epoch_kernel_refuses_other_rules():
     with pytest.raises(ValueError, match="plain-SGD models only"):
         kernels._train_epoch_sgd(*args)
     np.testing.assert_array_equal(written[0], before)  # refused before any update
-    assert kernels.epoch_kernel(args[14]) is kernels._train_epoch_many
+    assert kernels.epoch_kernel(args[15]) is kernels._train_epoch_many  # opts
 
 
 def test_divergence_stops_before_the_bad_update():

@@ -96,6 +96,47 @@ def _same(out_a, out_b):
                 np.testing.assert_array_equal(p, q)
 
 
+_PLAN_ONLY = """
+import numpy as np
+from numba.core import event
+from fastsoftmax import grid
+from fastsoftmax.sweep import make_plan
+
+compiled = []
+
+
+class Compiles(event.Listener):
+    def on_start(self, ev):
+        compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+
+    def on_end(self, ev):
+        pass
+
+
+event.register("numba:compile", Compiles())
+X = np.random.default_rng(0).integers(0, 256, (40, 784), dtype=np.uint8)
+configs = grid.build_grid(batch_size=[16, 32], learning_rate=[0.1], epochs=[1, 2],
+                          alpha=[1e-4], hidden_size=[8, 20], optimizer=["sgd"])
+plan = make_plan(configs, X, X)
+print(len(plan.packs), compiled)
+"""
+
+
+def test_building_a_plan_compiles_nothing(tmp_path):
+    """make_plan runs before the sweep's two processes start compiling: a call of a
+    jitted function from it would start numba's CPU target and compile, about a
+    second by which a first run's second process would start later.  Counted by
+    numba's compile events in a fresh process with an empty cache."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _PLAN_ONLY], env=env, check=True,
+                         timeout=300, capture_output=True, text=True).stdout.split(maxsplit=1)
+    assert int(out[0]) > 0 and out[1].strip() == "[]", out
+
+
 def test_epoch_sharing_equals_separate_training(small):
     configs = grid.build_grid(batch_size=[16, 50], learning_rate=[0.1], epochs=[1, 3, 4],
                               alpha=[1e-3], hidden_size=[6])
