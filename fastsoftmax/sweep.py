@@ -101,18 +101,20 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
         ces = empty(P, np.float64)
         corrects = empty(P, np.int64)
         steps = zeros(P, np.int64)
+        # The pack's settings, gathered once: both kernels read them every epoch.
+        lr, alpha, limit = g_lr[members], g_alpha[members], g_limit[members]
+        off, hidden, opt, settings = (g_off[members], g_hidden[members], g_opt[members],
+                                      g_settings[members])
         started = _cycles()
         for m in range(P):
             g_start[members[m]] = started
         for e in range(g_epochs[first]):
             if stop[w] != 0:
                 break
-            train_epoch(X, table, y, orders[e], g_batch[first], g_lr[members],
-                        g_alpha[members], g_limit[members], state, g_off[members],
-                        g_hidden[members], K, alive, losses, xents, g_opt[members],
-                        g_settings[members], slots, steps)
-            validate(Xv, table, state, g_off[members], g_hidden[members], K, alive, yv,
-                     ces, corrects, no_proba, kernels.NO_PROBA)
+            train_epoch(X, table, y, orders[e], g_batch[first], lr, alpha, limit, state, off,
+                        hidden, K, alive, losses, xents, opt, settings, slots, steps)
+            validate(Xv, table, state, off, hidden, K, alive, yv, ces, corrects, no_proba,
+                     kernels.NO_PROBA)
             for m in range(P):
                 g = members[m]
                 if not alive[m]:
