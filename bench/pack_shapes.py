@@ -53,23 +53,27 @@ def _best(fn, rounds=5) -> float:
 @jit(cache=False)
 def _forward_products(Xb, Ws, out, npad, reps):
     Dp = Xb.shape[1]
-    zero, one = Xb.dtype.type(0), Xb.dtype.type(1)
+    # one coefficient per column, as the kernels pass them (kernels._overwrite_coefs)
+    zeros_c, ones_c = np.zeros(out.shape[1], Xb.dtype), np.ones(out.shape[1], Xb.dtype)
     Xf, of = Xb.ravel(), out.ravel()
     for _ in range(reps):
         for m in range(len(Ws)):
             W = Ws[m]
             Hp = W.shape[1]
             Wf = W.ravel()
-            for f in range(0, Dp, FEATURE_BLOCK):  # as kernels._forward blocks it
-                beta = zero if f == 0 else one
+            for f in range(0, Dp, FEATURE_BLOCK):  # as kernels._input_product blocks it
+                beta = zeros_c if f == 0 else ones_c
                 _tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), of,
-                       Hp, Hp, beta, one)
+                       Hp, Hp, beta, ones_c)
 
 
 @jit(cache=False)
 def _update_products(Xb, dAs, Ws, npad, reps):
     Dp = Xb.shape[1]
-    one, step = Xb.dtype.type(1), Xb.dtype.type(-1e-9)
+    width = 0
+    for m in range(len(Ws)):
+        width = max(width, Ws[m].shape[1])
+    one, step = np.ones(width, Xb.dtype), np.full(width, -1e-9, Xb.dtype)
     for _ in range(reps):
         for m in range(len(Ws)):
             W = Ws[m]

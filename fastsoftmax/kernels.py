@@ -260,25 +260,25 @@ def _prefetch_rows(X, order, start, stop):
 
 
 @jit(inline="always")
-def _input_product(Xb, npad, W1, width, A):
+def _input_product(Xb, npad, W1, width, A, zeros_c, ones_c):
     """A[:npad, :width] = Xb[:npad] W1[:, :width], without the bias.
 
     Xb: (>= npad, Dp); W1: (Dp, Wd) and A: (>= npad, Wd), C-ordered, Wd >= width
-    (a multiple of HIDDEN_TILE).  Each output is the same chain of multiply-adds
+    (a multiple of HIDDEN_TILE); zeros_c, ones_c from :func:`_overwrite_coefs`, at
+    least width long.  Each output is the same chain of multiply-adds
     over the features whatever Wd, width and its column are, so a model's
     columns give the same bits alone or among a pack's (see _train_epoch_many).
     """
     Dp, Wd = W1.shape
-    one = W1.dtype.type(1)
     Xf, Wf, Af = flat_view(Xb), flat_view(W1), flat_view(A)
     # Blocks of FEATURE_BLOCK rows of W1, so each block's column tiles stay in L1
     # while every sample tile uses them.  At H = 20-40 this measured the same as
     # one pass (W1 fits in L2); it is meant for layers whose W1 outgrows L2
     # (about H > 160 in float32), where it has not been measured.
     for f in range(0, Dp, FEATURE_BLOCK):
-        beta = W1.dtype.type(0) if f == 0 else one
+        beta = zeros_c if f == 0 else ones_c
         _tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Wd:], Wd, min(FEATURE_BLOCK, Dp - f), Af, Wd,
-               width, beta, one)
+               width, beta, ones_c)
 
 
 @jit(inline="always")
@@ -298,29 +298,31 @@ def _relu_bias(A, c, npad, b1, H, Hd):
 
 
 @jit(inline="always")
-def _logits(Hd, npad, n, W2, b2, Z):
-    """Z[:n, :K] = Hd W2 + b2 (K = len(b2)); Hd (>= npad, Hp), W2 (Hp, Kp), Z (>= npad, Kp)."""
+def _logits(Hd, npad, n, W2, b2, Z, zeros_c, ones_c):
+    """Z[:n, :K] = Hd W2 + b2 (K = len(b2)); Hd (>= npad, Hp), W2 (Hp, Kp), Z (>= npad, Kp);
+    zeros_c, ones_c from :func:`_overwrite_coefs`, at least Kp long."""
     Hp, Kp = W2.shape
     _tiles(flat_view(Hd), Hp, UNIT, npad, flat_view(W2), Kp, Hp, flat_view(Z), Kp, Kp,
-           W2.dtype.type(0), W2.dtype.type(1))
+           zeros_c, ones_c)
     for i in range(n):
         for k in range(b2.shape[0]):
             Z[i, k] += b2[k]
 
 
 @jit
-def _forward(Xb, n, W1, b1, W2, b2, Hd, Z):
+def _forward(Xb, n, W1, b1, W2, b2, Hd, Z, zeros_c, ones_c):
     """Hidden activations and logits of the gathered samples ``Xb[:n]``.
 
     Xb: (>= np, Dp), rows past n zero; np = pad_samples(n)
     Hd: (>= np, Hp) out, relu(x W1 + b1)
     Z: (>= np, Kp) out, Hd W2 + b2 in its first K = len(b2) columns for rows < n
+    zeros_c, ones_c: from :func:`_overwrite_coefs`, at least max(Hp, Kp) long
     """
     Hp = W1.shape[1]
     npad = pad_samples(n)
-    _input_product(Xb, npad, W1, Hp, Hd)
+    _input_product(Xb, npad, W1, Hp, Hd, zeros_c, ones_c)
     _relu_bias(Hd, ORIGIN, npad, b1, Hp, Hd)
-    _logits(Hd, npad, n, W2, b2, Z)
+    _logits(Hd, npad, n, W2, b2, Z, zeros_c, ones_c)
 
 
 @jit(inline="always")
@@ -419,11 +421,12 @@ def _columns_norm(W, c, H, sq):
 
 
 @jit(inline="always")
-def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
+def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c):
     """d loss / d pre-activations and the bias gradients, from Hd and G.
 
     Hd: (>= np, Hp) activations, G: (>= np, Kp) d loss / d logits (zero past n
-    and past K); W2T (Kp, Hp) scratch; dA (>= np, Hp), gb1 (Hp,), gb2 (K,) out.
+    and past K); W2T (Kp, Hp) scratch; dA (>= np, Hp), gb1 (Hp,), gb2 (K,) out;
+    zeros_c, ones_c from :func:`_overwrite_coefs`, at least Hp long.
     np = pad_samples(n).  The weight gradients, Xb^T dA and Hd^T G plus the L2
     terms, are applied by :func:`_w1_update` and :func:`_w2_update` unstored.
     """
@@ -435,8 +438,8 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
         for k in range(K):
             W2T[k, j] = W2[j, k]
     # dA = G W2^T over the K real classes, then relu passes it only where a unit was active
-    _tiles(flat_view(G), Kp, UNIT, npad, flat_view(W2T), Hp, K, flat_view(dA), Hp, Hp, zero,
-           W2.dtype.type(1))
+    _tiles(flat_view(G), Kp, UNIT, npad, flat_view(W2T), Hp, K, flat_view(dA), Hp, Hp, zeros_c,
+           ones_c)
     for j in range(Hp):
         gb1[j] = zero
     for k in range(K):
@@ -454,7 +457,8 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2):
 def _w1_update(Xb, n, dA, W1, beta, gamma):
     """W1 = beta W1 + gamma Xb^T dA over the padded minibatch (np = pad_samples(n) rows).
 
-    beta = 0, gamma = 1 writes the data part of the gradient into a buffer
+    beta, gamma: 1-D, one value per column of W1 (at least Hp long).  beta = 0,
+    gamma = 1 writes the data part of the gradient into a buffer
     (:func:`_loss_and_grads`); beta = 1 - lr alpha, gamma = -lr would be the SGD
     step with its L2 term.  Training runs that product itself, over a pack's
     wide W1 (:func:`_train_epoch_many`).
@@ -467,7 +471,8 @@ def _w1_update(Xb, n, dA, W1, beta, gamma):
 
 @jit(inline="always")
 def _w2_update(Hd, n, G, W2, beta, gamma):
-    """W2 = beta W2 + gamma Hd^T G, as :func:`_w1_update` (rows are hidden units).
+    """W2 = beta W2 + gamma Hd^T G, as :func:`_w1_update` (rows are hidden units;
+    beta and gamma at least Kp long).
 
     Hd (>= np, Hp), G (>= np, Kp), W2 (Hp, Kp).
     """
@@ -496,6 +501,22 @@ def _scratch(B, W1, W2):
     return (empty(Bp, np.int64), zeros((Bp, Dp), dt), empty((Bp, Hp), dt),
             empty((Bp, Kp), dt), empty((Bp, Kp), dt), empty((Bp, Hp), dt),
             empty((Kp, Hp), dt))
+
+
+@jit(inline="always")
+def _overwrite_coefs(like, width):
+    """zeros_c, ones_c (width,) of ``like``'s dtype: beta = 0 and gamma = 1 for each
+    column, the coefficients of a product that overwrites its output.
+
+    Every product passes _tiles one coefficient per column, these constants too,
+    so _tiles has one specialisation per dtype: the wide W1 update needs them per
+    column, and a second, scalar specialisation cost 1.0-1.4 s of a first run.
+    """
+    zeros_c = zeros(width, like.dtype)
+    ones_c = empty(width, like.dtype)
+    for j in range(width):
+        ones_c[j] = like.dtype.type(1)
+    return zeros_c, ones_c
 
 
 @jit(inline="always")
@@ -696,6 +717,14 @@ def _epoch_kernel(rules: bool):
         Hmax = pad_hidden(hidden[widest])
         W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
         rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1x, W2x)
+        zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Hmax, Kp))
+        # Each plain-SGD model's W2 step as _tiles coefficients: beta = 1 - lr alpha,
+        # gamma = -lr in each of the Kp columns.
+        w2_coefs = empty((P, 2, Kp), state.dtype)
+        for m in range(P):
+            for k in range(Kp):
+                w2_coefs[m, 0, k] = one - lrs[m] * alphas[m]
+                w2_coefs[m, 1, k] = -lrs[m]
         A = empty((Bp, Hw), state.dtype)
         dAw = zeros((Bp, Hw), state.dtype)
         gW1w = empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
@@ -711,7 +740,7 @@ def _epoch_kernel(rules: bool):
                 break  # every model has diverged
             n = _load_minibatch(X, table, order, start, B, rows, Xb)
             npad = pad_samples(n)
-            _input_product(Xb, npad, W1w, Hw, A)
+            _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c)
             for m in range(P):
                 if cols[m] < 0:
                     continue
@@ -720,7 +749,7 @@ def _epoch_kernel(rules: bool):
                 Hm = grid_view(hd, Bp, Hp)
                 dAm = grid_view(da, Bp, Hp)
                 _relu_bias(A, cm, npad, b1, H, Hm)
-                _logits(Hm, npad, n, W2, b2, Z)
+                _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c)
                 lr, alpha = lrs[m], alphas[m]
                 xent = _xent_grad(Z, K, y, rows, n, G) / n
                 value = xent
@@ -742,16 +771,18 @@ def _epoch_kernel(rules: bool):
                             step_w[j] = zero
                     continue
                 gb1, gb2 = grad[m, :Hp], grad[m, Hp + Hp * Kp:Hp + Hp * Kp + K]
-                _backward(n, Hm, G, W2, grid_view(w2t, Kp, Hp), dAm, gb1, gb2)
+                _backward(n, Hm, G, W2, grid_view(w2t, Kp, Hp), dAm, gb1, gb2, zeros_c, ones_c)
                 for i in range(npad):
                     for j in range(H):
                         dAw[i, cm + j] = dAm[i, j]
                 steps[m] += 1
                 if not rules or opts[m] == SGD:
-                    _w2_update(Hm, n, G, W2, one - lr * alpha, -lr)  # after _backward used the old W2
+                    # after _backward used the old W2
+                    _w2_update(Hm, n, G, W2, w2_coefs[m, 0], w2_coefs[m, 1])
                     _bias_update(lr, b1, b2, gb1, gb2)
                 else:
-                    _w2_update(Hm, n, G, grid_view(grad[m, Hp:Hp + Hp * Kp], Hp, Kp), zero, one)
+                    _w2_update(Hm, n, G, grid_view(grad[m, Hp:Hp + Hp * Kp], Hp, Kp), zeros_c,
+                               ones_c)
                 total[m] += value * n
                 total_xent[m] += xent * n
             # W1 of the SGD block: W1 = (1 - lr alpha) W1 - lr Xb^T dA, per column;
@@ -762,7 +793,7 @@ def _epoch_kernel(rules: bool):
                        decay_w, step_w)
             if rules and Hw > split:
                 _tiles(Xf, UNIT, Dp, Dp, flat_view(dAw)[split:], Hw, npad, flat_view(gW1w), Hw - split,
-                       Hw - split, zero, one)
+                       Hw - split, zeros_c, ones_c)
                 for m in range(P):
                     if cols[m] < 0 or opts[m] == SGD:
                         continue
@@ -813,16 +844,16 @@ def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
     """Loss (float64) and every gradient of one minibatch holding all of X."""
     n = X.shape[0]
     rows, Xb, Hd, Z, G, dA, W2T = _scratch(n, W1, W2)
+    zeros_c, ones_c = _overwrite_coefs(W1, max(W1.shape[1], W2.shape[1]))
     for i in range(n):
         rows[i] = i
     _gather(X, table, rows, n, Xb)
-    _forward(Xb, n, W1, b1, W2, b2, Hd, Z)
+    _forward(Xb, n, W1, b1, W2, b2, Hd, Z, zeros_c, ones_c)
     value = _xent_grad(Z, b2.shape[0], y, rows, n, G) / n
     value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
-    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2)
-    zero, one = W1.dtype.type(0), W1.dtype.type(1)
-    _w1_update(Xb, n, dA, gW1, zero, one)
-    _w2_update(Hd, n, G, gW2, zero, one)
+    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c)
+    _w1_update(Xb, n, dA, gW1, zeros_c, ones_c)
+    _w2_update(Hd, n, G, gW2, zeros_c, ones_c)
     gW1 += alpha * W1
     gW2 += alpha * W2
     return value
@@ -877,6 +908,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     Hmax = pad_hidden(hidden[widest])
     W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
     rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1x, W2x)
+    zeros_c, ones_c = _overwrite_coefs(state, max(Hw, pad_classes(K)))
     Bp = Xb.shape[0]
     A = empty((Bp, Hw), state.dtype)
     hd = flat_view(Hd)
@@ -891,7 +923,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
             rows[i] = start + i
         _gather(X, table, rows, n, Xb)
         npad = pad_samples(n)
-        _input_product(Xb, npad, W1w, Hw, A)
+        _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c)
         for m in range(M):
             if cols[m] < 0:
                 continue
@@ -899,7 +931,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
             _, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
             Hm = grid_view(hd, Bp, Hp)
             _relu_bias(A, cols[m], npad, b1, hidden[m], Hm)
-            _logits(Hm, npad, n, W2, b2, Z)
+            _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c)
             total, right = ce[m], correct[m]  # each model's sum runs row by row, in order
             for i in range(n):
                 z = Z[i]
