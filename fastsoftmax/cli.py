@@ -10,6 +10,7 @@ import os
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from . import grid as gridmod
 from .atomic import atomic_open
 from .checks import check_X
+from .compile_aside import standing_by
 from .cpus import available_cpus
 from .data import CLASS_NAMES, DataError, fingerprint, load_fashion_mnist, train_val_split
 from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
@@ -311,7 +313,10 @@ def main(argv=None) -> int:
     args = None
     try:
         args = build_parser().parse_args(argv)
-        with terminate_as_interrupt():  # SIGTERM (kill, docker stop) stops as Ctrl-C does
+        # A local sweep's first run compiles its epoch kernel in a second process
+        # (compile_aside); started now, that process starts up while this one reads the data.
+        aside = standing_by("fastsoftmax.kernels") if args.scheduler is None else nullcontext()
+        with terminate_as_interrupt(), aside:  # SIGTERM (kill, docker stop) stops as Ctrl-C does
             return _main(args)
     except UsageError as exc:
         print(f"fastsoftmax.sweep: error: {exc}", file=sys.stderr)

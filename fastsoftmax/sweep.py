@@ -465,14 +465,16 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
     worker = types.FunctionType(types.none(types.int64, epoch, validate, *arg_types))
     # compile() loads from numba's cache or compiles, once per signature.  On a first
     # run the epoch kernel, the largest, compiles in a second process meanwhile.  The
-    # validation kernel goes first: the callees it shares with the epoch kernel (the
-    # gather, the scratch, the scalar-coefficient _tiles) reach numba's cache before the
-    # child's typing asks for them, so the child loads them instead of compiling them.
+    # validation kernel goes last: the child's typing compiles the callees the two
+    # share (the gather, the scratch, _tiles) first thing, and by then they are in
+    # numba's cache, so this process loads them.  The other order raced: the child,
+    # started early (cli, compile_aside.standing_by), asked for them before this
+    # process had cached them, and both compiled them.
     train_epoch = kernels.epoch_kernel(plan.g_opt)
     with compiled_aside(train_epoch, epoch.signature.args):
-        kernels._forward_blocks.compile(validate.signature.args)
         _run_worker.compile(worker.signature.args)
         sweep = _sweep.compile((worker, epoch, validate) + arg_types)
+        kernels._forward_blocks.compile(validate.signature.args)
     sweep(_run_worker, train_epoch, kernels._forward_blocks, *args)
 
 

@@ -26,7 +26,7 @@ def add_one_uncached(x):
 """
 
 SCRIPT = """
-import json, subprocess, sys
+import contextlib, json, subprocess, sys
 sys.path.insert(0, {here!r})
 from numba import types
 import fastsoftmax.compile_aside as aside
@@ -35,13 +35,13 @@ import tiny
 
 case = {case!r}
 # Two CPUs (a child even on a 1-CPU runner) but in the one-CPU case.
-aside.available_cpus = lambda: CPULimit(1 if case == "one cpu" else 2, "test")
+aside.available_cpus = lambda: CPULimit(1 if case.endswith("one cpu") else 2, "test")
 kernel = tiny.add_one_uncached if case == "no cache" else tiny.add_one
 started = []
 real_popen = subprocess.Popen
 
 def popen(*args, **kwargs):
-    if case in ("warm", "one cpu", "no cache"):
+    if case in ("warm", "one cpu", "no cache", "standby one cpu"):
         raise AssertionError(f"a child was started ({{case}})")
     started.append(real_popen(*args, **kwargs))
     return started[-1]
@@ -53,20 +53,25 @@ if case == "interrupted":
     aside._CHILD = "import time; time.sleep(60)"
 args = (types.int64,)
 interrupted = False
+standby = aside.standing_by("tiny") if case.startswith("standby") else contextlib.nullcontext()
 try:
-    with aside.compiled_aside(kernel, args):
-        if case == "interrupted":
-            raise KeyboardInterrupt
+    with standby:
+        if case != "standby unused":
+            with aside.compiled_aside(kernel, args):
+                if case == "interrupted":
+                    raise KeyboardInterrupt
+        running_in_block = [p.poll() is None for p in started]
 except KeyboardInterrupt:
     interrupted = True
 stats = kernel.stats
 print(json.dumps(dict(
     children=len(started),
     child_status=[p.poll() for p in started],
+    running_in_block=None if interrupted else running_in_block,
     compiled=args in kernel.overloads,
     hits=sum(stats.cache_hits.values()), misses=sum(stats.cache_misses.values()),
     interrupted=interrupted,
-    result=kernel(41) if not interrupted else None)))
+    result=kernel(41) if not interrupted and case != "standby unused" else None)))
 """
 
 
@@ -134,3 +139,32 @@ def test_the_child_imports_the_kernel_this_process_imported(tmp_path):
     got = _run(tmp_path, "cold", cwd=other, PYTHONPATH=str(tmp_path))
     assert got["children"] == 1 and got["child_status"] == [0]
     assert got["hits"] == 1 and got["misses"] == 0 and got["result"] == 42
+
+
+def test_a_standby_child_compiles_the_kernel_it_is_handed(tmp_path):
+    got = _run(tmp_path, "standby cold")
+    # The one child is the standby, started before compiled_aside knew its kernel.
+    assert got["children"] == 1 and got["child_status"] == [0]
+    assert got["compiled"] and got["hits"] == 1 and got["misses"] == 0
+    assert got["result"] == 42
+
+
+def test_a_standby_child_not_needed_is_stopped_at_once(tmp_path):
+    _run(tmp_path, "cold")
+    got = _run(tmp_path, "standby warm")
+    assert got["children"] == 1
+    assert got["running_in_block"] == [False]  # stopped by compiled_aside, in the block
+    assert got["compiled"] and got["hits"] == 1 and got["misses"] == 0
+
+
+def test_a_standby_child_never_handed_a_kernel_is_stopped_with_the_block(tmp_path):
+    got = _run(tmp_path, "standby unused")
+    assert got["children"] == 1
+    assert got["running_in_block"] == [True]  # waiting for a kernel
+    assert got["child_status"][0] is not None  # not running
+    assert not got["compiled"]
+
+
+def test_one_cpu_starts_no_standby(tmp_path):
+    got = _run(tmp_path, "standby one cpu")  # the patched Popen fails the run if a child starts
+    assert got["children"] == 0 and got["compiled"] and got["misses"] == 1
