@@ -36,7 +36,9 @@ and allocate only once per call (never per minibatch).  The public wrappers
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba.core import types
 
 from ._alloc import empty, zeros
 from ._jit import jit
@@ -213,6 +215,17 @@ else:
         if j < width:
             _narrow_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
                           column(beta, j), column(gamma, j))
+
+
+def tiles_types(dtype) -> tuple:
+    """The argument types of every kernel's _tiles calls for models of ``dtype``: 1-D
+    C-ordered views of a, b and out, int64 offsets, strides and sizes, and one beta
+    and gamma per column (_overwrite_coefs).  The sweep compiles _tiles for them
+    ahead of the kernels (sweep.run_plan); tests/test_kernels.py checks the kernels
+    use no other."""
+    vector = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
+    i64 = types.int64
+    return (vector, i64, i64, i64, vector, i64, i64, vector, i64, i64, vector, vector)
 
 
 @jit

@@ -464,14 +464,18 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
     arg_types = tuple(numba.typeof(a) for a in args)
     worker = types.FunctionType(types.none(types.int64, epoch, validate, *arg_types))
     # compile() loads from numba's cache or compiles, once per signature.  On a first
-    # run the epoch kernel, the largest, compiles in a second process meanwhile.  The
-    # validation kernel goes last: the child's typing compiles the callees the two
-    # share (the gather, the scratch, _tiles) first thing, and by then they are in
-    # numba's cache, so this process loads them.  The other order raced: the child,
-    # started early (cli, compile_aside.standing_by), asked for them before this
-    # process had cached them, and both compiled them.
+    # run the epoch kernel, the largest, compiles in a second process meanwhile, and
+    # its typing compiles the callees it shares with the validation kernel first (the
+    # packed views, the scratch, the gather, then _tiles, 2-3 s after the child
+    # starts).  Whichever process has cached a callee when the other asks for it
+    # saves the other that compile; both compile it if they ask at once.  So this
+    # process compiles _tiles (the largest, 1.4 s) first, then the worker and the
+    # parallel shell, which share nothing with the child, and the validation kernel
+    # last, when the child has cached the rest.  Timeline of first runs: both
+    # finish their compiles within ~1 s of each other.
     train_epoch = kernels.epoch_kernel(plan.g_opt)
     with compiled_aside(train_epoch, epoch.signature.args):
+        kernels._tiles.compile(kernels.tiles_types(plan.dtype))
         _run_worker.compile(worker.signature.args)
         sweep = _sweep.compile((worker, epoch, validate) + arg_types)
         kernels._forward_blocks.compile(validate.signature.args)
