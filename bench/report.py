@@ -142,6 +142,12 @@ def grids(benches) -> dict:
     return out
 
 
+def grid_pairs(benches) -> dict:
+    """extra_info of test_grid_first_run_paired (first runs and JAX alternating), or {}."""
+    return next((b["extra_info"] for b in benches
+                 if b["name"].startswith("test_grid_first_run_paired")), {})
+
+
 def estimator_fits(benches) -> dict:
     names = {"test_fit_fastsoftmax": "SoftmaxMLPClassifier", "test_fit_mlpclassifier": "MLPClassifier"}
     return {names[b["name"]]: b["stats"]["min"] for b in benches if b["name"] in names}
@@ -244,6 +250,14 @@ def markdown(data, benches) -> str:
             lines.append(f"| {name} | {t:.1f} s | {t / warm:.2f} |" if warm else f"| {name} | {t:.1f} s | - |")
             lines[-1] += f" {t / cold:.2f} |" if cold else " - |"
         lines.append("")
+    first = grid_pairs(benches)
+    if first:
+        lines += [f"fastsoftmax's first run and the two pinned JAX processes alternating "
+                  f"({len(first['ratios'])} pairs, the first of a pair taken in turn): "
+                  f"fastsoftmax {', '.join(f'{t:.1f}' for t in first['ours_s'])} s, "
+                  f"JAX {', '.join(f'{t:.1f}' for t in first['jax_s'])} s; JAX's wall over "
+                  f"fastsoftmax's, median {first['median_ratio']:.2f} "
+                  f"(pairs {min(first['ratios']):.2f} - {max(first['ratios']):.2f}).", ""]
     fits = estimator_fits(benches)
     if fits:
         ours, theirs = fits.get("SoftmaxMLPClassifier"), fits.get("MLPClassifier")
