@@ -127,7 +127,10 @@ def compiled_aside(dispatcher, args: tuple):
     if name is not None and tuple(args) not in dispatcher.overloads \
             and available_cpus().count > 1 and _cached(dispatcher, args) is False:
         try:
-            if child is None or child.poll() is not None:
+            if child is not None and child.poll() is not None:
+                _stop(child)  # a standby that died: reap it and start another
+                child = None
+            if child is None:
                 child = _spawn(module)
             child.stdin.write(pickle.dumps((module, name, tuple(args))))
             child.stdin.close()

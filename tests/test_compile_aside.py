@@ -49,7 +49,7 @@ def popen(*args, **kwargs):
     return started[-1]
 
 aside.subprocess.Popen = popen
-if case == "child fails":
+if case in ("child fails", "standby died"):
     aside._CHILD = "import sys; sys.exit(3)"
 if case == "interrupted":
     aside._CHILD = "import time; time.sleep(60)"
@@ -58,6 +58,8 @@ interrupted = False
 standby = aside.standing_by("tiny") if case.startswith("standby") else contextlib.nullcontext()
 try:
     with standby:
+        if case == "standby died":
+            started[0].wait(timeout=60)
         if case != "standby unused":
             with aside.compiled_aside(kernel, args):
                 if case == "interrupted":
@@ -160,6 +162,12 @@ def test_a_standby_child_never_handed_a_kernel_is_stopped_with_the_block(tmp_pat
     assert got["running_in_block"] == [True]  # waiting for a kernel
     assert got["child_status"][0] is not None  # not running
     assert not got["compiled"]
+
+
+def test_a_standby_that_died_is_replaced_by_a_child_of_its_own(tmp_path):
+    got = _run(tmp_path, "standby died")  # every child exits with status 3 at once
+    assert got["children"] == 2 and got["child_status"] == [3, 3]
+    assert got["compiled"] and got["misses"] == 1 and got["result"] == 42  # then here
 
 
 def test_one_cpu_starts_no_standby(tmp_path):
