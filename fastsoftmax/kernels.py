@@ -707,14 +707,21 @@ def _epoch_kernel(rules: bool):
             in_layout += cols[m] >= 0
         # W1w is the front of a buffer with room for _columns_norm's last vector.
         W1w = grid_view(zeros(Dp * Hw + NORM_SLACK, state.dtype), Dp, Hw)
-        decay_w = empty(split, state.dtype)  # the SGD block's beta and gamma per column
+        # A plain-SGD step's _tiles coefficients, beta = 1 - lr alpha and gamma = -lr:
+        # per column of the SGD block for W1, in each of the Kp columns for W2.
+        decay_w = empty(split, state.dtype)
         step_w = zeros(split, state.dtype)
         for j in range(split):
             decay_w[j] = one
+        w2_coefs = empty((P, 2, Kp), state.dtype)
         widest = 0
         for m in range(P):
             if hidden[m] > hidden[widest]:
                 widest = m
+            decay, step = one - lrs[m] * alphas[m], -lrs[m]
+            for k in range(Kp):
+                w2_coefs[m, 0, k] = decay
+                w2_coefs[m, 1, k] = step
             if cols[m] < 0:
                 continue
             H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
@@ -722,8 +729,8 @@ def _epoch_kernel(rules: bool):
             _copy_columns(W1, ORIGIN, W1w, cm, H)
             if opts[m] == SGD:
                 for j in range(cm, cm + H):
-                    decay_w[j] = one - lrs[m] * alphas[m]
-                    step_w[j] = -lrs[m]
+                    decay_w[j] = decay
+                    step_w[j] = step
         # Scratch: the wide products' (A = Xb W1 before bias, dA), and one model's
         # at a time, sized for the widest; each model's 2-D views of it have that
         # model's own row stride.
@@ -731,13 +738,6 @@ def _epoch_kernel(rules: bool):
         W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
         rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1x, W2x)
         zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Hmax, Kp))
-        # Each plain-SGD model's W2 step as _tiles coefficients: beta = 1 - lr alpha,
-        # gamma = -lr in each of the Kp columns.
-        w2_coefs = empty((P, 2, Kp), state.dtype)
-        for m in range(P):
-            for k in range(Kp):
-                w2_coefs[m, 0, k] = one - lrs[m] * alphas[m]
-                w2_coefs[m, 1, k] = -lrs[m]
         A = empty((Bp, Hw), state.dtype)
         dAw = zeros((Bp, Hw), state.dtype)
         gW1w = empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
