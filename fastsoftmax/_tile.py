@@ -176,62 +176,71 @@ wide1_quad = _make_tile(1, QUAD_ROWS, WIDE)
 NORM_PARTIALS = 4
 
 
-def _make_square_sums(cols: int):
-    @intrinsic
-    def square_sums(typingctx, w, off, stride, rows, sums, s_off):
-        dtype = w.dtype
-        sig = types.void(w, off, stride, rows, sums, s_off)
+@intrinsic
+def square_sums(typingctx, w, rows, width, parts, sums):
+    """Column sums of squares of a C-ordered (rows, width) matrix ``w`` (1-D view), in
+    one pass over its rows in memory order.  For each column l < width:
+    ``sums[l] = (p0 + p1) + (p2 + p3)``, ``p_i`` the sum in increasing r of
+    ``w[r * width + l] ** 2`` (fused multiply-adds) over the rows r < rows with
+    r % 4 == i, up to the reassociation the kernels' fastmath flags allow LLVM
+    (numba sets them on every instruction of a kernel, these too: the combine's
+    last bit measured otherwise in about a fifth of the columns).  Whatever LLVM
+    makes of it, it makes of every lane: each column is summed by the same
+    instructions wherever it sits, so a model's columns give the same sums alone
+    and among a pack's.
 
-        def codegen(context, builder, signature, args):
-            w, off, stride, rows, sums, s_off = args
-            size = dtype.bitwidth // 8
-            vty, n_lanes, fma, vector_at = _vectors(builder, context, dtype, NARROW)
-            i64 = ir.IntType(64)
-            w_ptr = context.make_array(signature.args[0])(context, builder, w).data
-            s_ptr = context.make_array(signature.args[4])(context, builder, sums).data
+    parts: scratch of >= 4 * width elements (overwritten); sums: >= width, out;
+    w, parts, sums 1-D C-contiguous of one float dtype; rows, width int64, width a
+    multiple of one NARROW vector.  The partial sums live in parts (L1): a pack's
+    wide W1 has more columns than registers, and reading it row by row, in the
+    order it lies in memory, is what makes the pass cheap (per model and column
+    strip, the pass strode across rows and cost 4-5% of an epoch).
+    """
+    dtype = w.dtype
+    sig = types.void(w, rows, width, parts, sums)
 
-            def add_squares(accs, r):
-                # The row's vectors side by side: one pass over the rows reads them in order.
-                at = builder.add(off, builder.mul(r, stride))
-                for c, acc in enumerate(accs):
-                    p = vector_at(w_ptr, builder.add(at, ir.Constant(i64, c * n_lanes)))
-                    x = builder.load(p, align=size)
-                    builder.store(builder.call(fma, [x, x, builder.load(acc)]), acc)
+    def codegen(context, builder, signature, args):
+        w, rows, width, parts, sums = args
+        size = dtype.bitwidth // 8
+        vty, n_lanes, fma, vector_at = _vectors(builder, context, dtype, NARROW)
+        i64 = ir.IntType(64)
+        w_ptr = context.make_array(signature.args[0])(context, builder, w).data
+        p_ptr = context.make_array(signature.args[3])(context, builder, parts).data
+        s_ptr = context.make_array(signature.args[4])(context, builder, sums).data
+        lanes = ir.Constant(i64, n_lanes)
+        vectors = builder.sdiv(width, lanes)
 
-            zero = ir.Constant(vty, [0.0] * n_lanes)
-            parts = [[cgutils.alloca_once_value(builder, zero) for _ in range(cols)]
-                     for _ in range(NORM_PARTIALS)]
-            step = ir.Constant(i64, NORM_PARTIALS)
-            groups = builder.sdiv(rows, step)
-            with cgutils.for_range(builder, groups) as loop:
-                first = builder.mul(loop.index, step)
-                for i, accs in enumerate(parts):
-                    add_squares(accs, builder.add(first, ir.Constant(i64, i)))
-            tail = builder.mul(groups, step)
-            for i, accs in enumerate(parts[:-1]):  # rows past the last multiple of 4, in order
-                r = builder.add(tail, ir.Constant(i64, i))
-                with builder.if_then(builder.icmp_signed("<", r, rows)):
-                    add_squares(accs, r)
-            for c in range(cols):
-                p = [builder.load(accs[c]) for accs in parts]
-                total = builder.fadd(builder.fadd(p[0], p[1]), builder.fadd(p[2], p[3]))
-                at = builder.add(s_off, ir.Constant(i64, c * n_lanes))
-                builder.store(total, vector_at(s_ptr, at), align=size)
-            return context.get_dummy_value()
+        def part_at(i, v):
+            return vector_at(p_ptr, builder.add(builder.mul(ir.Constant(i64, i), width),
+                                                builder.mul(v, lanes)))
 
-        return sig, codegen
+        for i in range(NORM_PARTIALS):
+            with cgutils.for_range(builder, vectors) as loop:
+                builder.store(ir.Constant(vty, [0.0] * n_lanes), part_at(i, loop.index), align=size)
 
-    return square_sums
+        def add_squares(i, r):
+            row = builder.mul(r, width)
+            with cgutils.for_range(builder, vectors) as loop:
+                p = part_at(i, loop.index)
+                x = builder.load(vector_at(w_ptr, builder.add(row, builder.mul(loop.index, lanes))),
+                                 align=size)
+                builder.store(builder.call(fma, [x, x, builder.load(p, align=size)]), p, align=size)
 
+        step = ir.Constant(i64, NORM_PARTIALS)
+        groups = builder.sdiv(rows, step)
+        with cgutils.for_range(builder, groups) as loop:
+            first = builder.mul(loop.index, step)
+            for i in range(NORM_PARTIALS):
+                add_squares(i, builder.add(first, ir.Constant(i64, i)))
+        tail = builder.mul(groups, step)
+        for i in range(NORM_PARTIALS - 1):  # rows past the last multiple of 4, in order
+            r = builder.add(tail, ir.Constant(i64, i))
+            with builder.if_then(builder.icmp_signed("<", r, rows)):
+                add_squares(i, r)
+        with cgutils.for_range(builder, vectors) as loop:
+            p = [builder.load(part_at(i, loop.index), align=size) for i in range(NORM_PARTIALS)]
+            total = builder.fadd(builder.fadd(p[0], p[1]), builder.fadd(p[2], p[3]))
+            builder.store(total, vector_at(s_ptr, builder.mul(loop.index, lanes)), align=size)
+        return context.get_dummy_value()
 
-# Column sums of squares, one or two 32-byte vectors of columns at a time.  For the
-# lanes l of ``cols`` NARROW vectors (8 float32, 4 float64 each):
-# ``sums[s_off + l] = (p0 + p1) + (p2 + p3)``, ``p_i`` the sum in increasing r of
-# ``w[off + r * stride + l] ** 2`` over the rows r < rows with r % 4 == i.  Each lane
-# is one column, summed by the same operations whichever lane, vector or call it
-# falls in, so a model's columns give the same sums alone and among a pack's.  w and
-# sums: 1-D C-contiguous arrays of one float dtype; offsets, stride, rows in elements
-# (int64).  Reads whole vectors: the caller keeps a vector's worth of readable
-# elements past the last column it asks for.
-square_sums1 = _make_square_sums(1)
-square_sums2 = _make_square_sums(2)
+    return sig, codegen

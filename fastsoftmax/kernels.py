@@ -44,7 +44,7 @@ from ._alloc import empty, zeros
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
 from ._views import flat_view, grid_view
-from ._tile import (MID_ROWS, NARROW, QUAD_ROWS, ROWS, column, square_sums1, square_sums2,
+from ._tile import (MID_ROWS, NARROW, NORM_PARTIALS, QUAD_ROWS, ROWS, column, square_sums,
                     tile1, tile1_mid, tile1_quad, tile1_short, tile1_tall, tile2, tile2_quad,
                     tile2_short, wide1, wide1_mid, wide1_quad, wide1_short, wide1_tall, wide2,
                     wide2_mid, wide2_quad, wide2_short, wide2_tall)
@@ -400,35 +400,12 @@ def _squared_norm(W):
     return total
 
 
-# Elements readable past a matrix's last column for _columns_norm: one NARROW vector of
-# the narrowest dtype.
-NORM_SLACK = NARROW
-
-
 @jit(inline="always")
-def _columns_norm(W, c, H, sq):
-    """Sum of squares of the columns c .. c + H of W (2-D, C-ordered), as float64.
-
-    Each column is summed over the rows in W's dtype by _tile.square_sums2 and
-    square_sums1 (two vectors or one of columns at a time, four interleaved partial
-    sums per column) into the scratch sq (>= H + NORM_SLACK, W's dtype), then the H
-    sums join a float64 total in order.
-    The same operations wherever the columns sit, so a model's L2 term has the same
-    bits alone and side by side with others (see _train_epoch_many).  A vector may
-    run past column c + H: W must be the front of a buffer NORM_SLACK elements longer.
-
-    Column by column in registers: the row-by-row sum it replaced, H values at a time,
-    spent its time on short loops and their remainders (2-6% of an epoch at B = 32).
-    """
-    flat = flat_view(W)
-    lanes = NARROW // W.itemsize
-    for j in range(0, H, 2 * lanes):
-        if j + lanes < H:
-            square_sums2(flat, c + j, W.shape[1], W.shape[0], sq, j)
-        else:
-            square_sums1(flat, c + j, W.shape[1], W.shape[0], sq, j)
+def _columns_norm(sq, c, H):
+    """Sum of the column sums of squares sq[c:c + H] (from _tile.square_sums), in order,
+    as float64: a model's squared W1 norm, out of the pack's wide W1's sums."""
     total = 0.0
-    for j in range(H):
+    for j in range(c, c + H):
         total += sq[j]
     return total
 
@@ -705,8 +682,7 @@ def _epoch_kernel(rules: bool):
         in_layout = 0
         for m in range(P):
             in_layout += cols[m] >= 0
-        # W1w is the front of a buffer with room for _columns_norm's last vector.
-        W1w = grid_view(zeros(Dp * Hw + NORM_SLACK, state.dtype), Dp, Hw)
+        W1w = zeros((Dp, Hw), state.dtype)
         # A plain-SGD step's _tiles coefficients, beta = 1 - lr alpha and gamma = -lr:
         # per column of the SGD block for W1, in each of the Kp columns for W2.
         decay_w = empty(split, state.dtype)
@@ -745,7 +721,13 @@ def _epoch_kernel(rules: bool):
         # Each model's b1, W2, b2 gradient (packed as they are), kept until its W1
         # gradient is ready: one call of _optimizer_rule then steps every part.
         grad = empty((P, Hmax + Hmax * Kp + K), state.dtype)
-        sq = empty(Hmax + NORM_SLACK, state.dtype)  # one model's column sums of squares
+        # Column sums of squares of W1w, for the L2 terms: one pass over it per step
+        # (after the forward product, before any update), for every model at once.
+        norms = False
+        for m in range(P):
+            norms |= alphas[m] != 0
+        sq = empty(Hw, state.dtype)
+        sq_parts = empty(NORM_PARTIALS * Hw, state.dtype)
         total = zeros(P, np.float64)
         total_xent = zeros(P, np.float64)
         for start in range(0, N, B):
@@ -754,6 +736,8 @@ def _epoch_kernel(rules: bool):
             n = _load_minibatch(X, table, order, start, B, rows, Xb)
             npad = pad_samples(n)
             _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c)
+            if norms:
+                square_sums(flat_view(W1w), Dp, Hw, sq_parts, sq)
             for m in range(P):
                 if cols[m] < 0:
                     continue
@@ -767,7 +751,7 @@ def _epoch_kernel(rules: bool):
                 xent = _xent_grad(Z, K, y, rows, n, G) / n
                 value = xent
                 if alpha != 0:
-                    value += 0.5 * alpha * (_columns_norm(W1w, cm, H, sq) + _squared_norm(W2))
+                    value += 0.5 * alpha * (_columns_norm(sq, cm, H) + _squared_norm(W2))
                 if not value <= limits[m]:  # NaN compares False
                     # Diverged: it keeps its weights from before this minibatch,
                     # and leaves the wide layout (its columns stop changing).
