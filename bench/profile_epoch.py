@@ -59,7 +59,12 @@ def train(H: int, B: int, pack: int, epochs: int, pixels: bool, window: str) -> 
     print(f"H={H} B={B} pack={pack} {'uint8' if pixels else 'float32'} input: "
           f"{seconds:.3f} s per epoch")
     symbols = []
-    for cres in kernels._train_epoch_many.overloads.values():
+    # Both epoch kernels: plain-SGD models (these) train in _train_epoch_sgd.
+    compiled = [*kernels._train_epoch_many.overloads.values(),
+                *kernels._train_epoch_sgd.overloads.values()]
+    if not compiled:
+        raise SystemExit("profile_epoch.py: no epoch kernel was compiled in this process")
+    for cres in compiled:
         module = getattr(cres.library, "_final_module", None)
         if module is None:
             raise SystemExit("profile_epoch.py: the kernel came from numba's cache; "
@@ -94,7 +99,12 @@ def summary(perf_data: str) -> None:
         name = parts[3]
         m = KERNEL.search(name.replace("_ZN", ""))
         if m:
-            samples[m.group(1)] += int(parts[1])
+            # a factory's function: _epoch_kernel12_3clocals_3e5epoch, as numba mangles
+            # _epoch_kernel.<locals>.epoch
+            outer, _, inner = m.group(1).partition("_3clocals_3e")
+            label = f"{outer.rstrip('0123456789')}.<locals>.{inner.lstrip('0123456789')}" \
+                if inner else outer
+            samples[label] += int(parts[1])
         elif name in LIBC:
             samples[name] += int(parts[1])
     total = sum(samples.values())
