@@ -91,7 +91,20 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
         P = 0
         while P < packs.shape[1] and packs[p, P] >= 0:
             P += 1
-        members = packs[p, :P].copy()
+        # The pack's members and their settings, gathered once (both kernels read them
+        # every epoch) with a loop: numba compiles each fancy-indexing (g_lr[members])
+        # and the .copy() as code of its own, and this shell is compiled on every first run.
+        members = empty(P, np.int64)
+        lr, alpha, limit = empty(P, g_lr.dtype), empty(P, g_alpha.dtype), empty(P, np.float64)
+        off, hidden, opt = empty(P, np.int64), empty(P, np.int64), empty(P, np.int64)
+        settings = empty((P, g_settings.shape[1]), np.float64)
+        for m in range(P):
+            g = packs[p, m]
+            members[m] = g
+            lr[m], alpha[m], limit[m] = g_lr[g], g_alpha[g], g_limit[g]
+            off[m], hidden[m], opt[m] = g_off[g], g_hidden[g], g_opt[g]
+            for i in range(g_settings.shape[1]):
+                settings[m, i] = g_settings[g, i]
         first = members[0]
         alive = empty(P, np.bool_)
         for m in range(P):
@@ -101,10 +114,6 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
         ces = empty(P, np.float64)
         corrects = empty(P, np.int64)
         steps = zeros(P, np.int64)
-        # The pack's settings, gathered once: both kernels read them every epoch.
-        lr, alpha, limit = g_lr[members], g_alpha[members], g_limit[members]
-        off, hidden, opt, settings = (g_off[members], g_hidden[members], g_opt[members],
-                                      g_settings[members])
         started = _cycles()
         for m in range(P):
             g_start[members[m]] = started
