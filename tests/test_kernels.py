@@ -1,10 +1,12 @@
 """Compiled kernels against the reference: the same names, one line each."""
 
+import numba
 import numpy as np
 import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import kernels, reference as ref
+from fastsoftmax._tile import square_sums
 from fastsoftmax.optimizers import init_state, make_optimizer
 
 from conftest import RTOL, assert_params_close, make_data, rel_err
@@ -201,6 +203,60 @@ def test_a_products_rows_have_the_same_bits_whatever_tile_computes_them(dtype):
         together_t = out.copy()
         kernels._tiles(aT, one, rows, rows, b, width, k, together_t, width, width, beta, gamma)
         np.testing.assert_array_equal(together_t, together, err_msg=f"{rows} rows, transposed")
+
+
+@numba.njit
+def _square_sums(w, parts):
+    sums = np.empty(w.shape[1], w.dtype)
+    square_sums(w.ravel(), w.shape[0], w.shape[1], parts, sums)
+    return sums
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_column_square_sums_agree_and_do_not_depend_on_where_a_column_sits(dtype):
+    """_tile.square_sums, the L2 term's one pass over a pack's wide W1: each column's
+    sum of squares within the dtype's tolerance, whatever scratch it is handed (NaN
+    here), over row counts with every tail of the 4 partial sums; and a column's sum
+    has the same bits at any position, so a model's L2 term is the same alone and in
+    a pack."""
+    rng = np.random.default_rng(5)
+    lanes = 32 // np.dtype(dtype).itemsize
+    for rows, width in [(0, lanes), (1, lanes), (3, 2 * lanes), (784, 160), (787, 5 * lanes),
+                        (786, 3 * lanes)]:
+        w = rng.standard_normal((rows, width)).astype(dtype)
+        parts = np.full(4 * width, np.nan, dtype)
+        sums = _square_sums(w, parts)
+        want = (w.astype(np.float64) ** 2).sum(axis=0)
+        np.testing.assert_allclose(sums, want, rtol=RTOL[np.dtype(dtype)] * 10)
+        moved = rng.permutation(width)
+        np.testing.assert_array_equal(_square_sums(np.ascontiguousarray(w[:, moved]), parts),
+                                      sums[moved], err_msg=f"{rows} x {width}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_w1_update_in_row_blocks_has_the_bits_of_one_pass(dtype):
+    """The update W1 = beta W1 + gamma Xb^T dA runs in blocks of W1_ROW_BLOCK feature
+    rows (_w1_product); every output is still one tile's sum over the samples, so the
+    result equals one _tiles call over all the rows, bit for bit."""
+    rng = np.random.default_rng(9)
+    Dp, Hp, n = 784, 40, 37
+    assert Dp > 2 * kernels.W1_ROW_BLOCK  # several blocks and a short last one
+    npad = int(kernels.pad_samples(n))
+    Xb = np.zeros((npad, Dp), dtype)
+    Xb[:n] = rng.random((n, Dp))
+    dA = np.zeros((npad, Hp), dtype)
+    dA[:n] = rng.standard_normal((n, Hp)) * 1e-2
+    W1 = rng.standard_normal((Dp, Hp)).astype(dtype)
+    beta = rng.uniform(0.9, 1.0, Hp).astype(dtype)
+    gamma = rng.uniform(-0.1, -0.01, Hp).astype(dtype)
+    blocked = W1.copy()
+    kernels._w1_update(Xb, n, dA, blocked, beta, gamma)
+    one_pass = W1.copy().ravel()
+    kernels._tiles(Xb.ravel(), kernels.UNIT, Dp, Dp, dA.ravel(), Hp, npad, one_pass, Hp, Hp,
+                   beta, gamma)
+    np.testing.assert_array_equal(blocked, one_pass.reshape(Dp, Hp))
+    exact = beta * W1 + gamma * (Xb.astype(np.float64).T @ dA)
+    np.testing.assert_allclose(blocked, exact, rtol=RTOL[np.dtype(dtype)] * 100, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
