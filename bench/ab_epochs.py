@@ -65,12 +65,12 @@ def main(argv=None) -> int:
         ap.error("give at least two checkouts")
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
-    os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[-1]})
-    mods = [load(i, root) for i, root in enumerate(args.roots)]
-    import numba
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from peers import one_pinned_core
     from threadpoolctl import threadpool_limits
-    numba.set_num_threads(1)
+    one_pinned_core()
     threadpool_limits(1)
+    mods = [load(i, root) for i, root in enumerate(args.roots)]
     fs = mods[0][0]
     data = fs.load_fashion_mnist()
     X, y = data.train_images[:48000], data.train_labels[:48000].astype(np.int64)
