@@ -268,8 +268,9 @@ def _gather(X, table, rows, n, Xb):
 
 
 @jit(inline="always")
-def _prefetch_rows(X, order, start, stop):
-    """Ask the caches for the rows X[order[start:stop]] (hides DRAM latency; no effect on results)."""
+def _prefetch_rows(X, y, order, start, stop):
+    """Ask the caches for the rows X[order[start:stop]] and their labels in y (hides DRAM
+    latency; no effect on results)."""
     flat = flat_view(X)
     D = X.shape[1]
     step = max(1, CACHE_LINE // X.itemsize)
@@ -277,6 +278,7 @@ def _prefetch_rows(X, order, start, stop):
         base = order[t] * D
         for e in range(0, D, step):
             prefetch(flat, base + e)
+        prefetch(y, order[t])
 
 
 @jit(inline="always")
@@ -549,10 +551,8 @@ def _load_minibatch(X, table, y, order, start, B, rows, labels, Xb):
     for i in range(n):
         labels[i] = y[rows[i]]
     _gather(X, table, rows, n, Xb)
-    # the next minibatch's labels travel from memory while this one trains (its rows
-    # too: the epoch kernel asks for them in parts, see _train_epoch_many)
-    for t in range(start + B, min(start + 2 * B, order.shape[0])):
-        prefetch(y, order[t])
+    # the next minibatch's rows and labels travel from memory while this one trains
+    _prefetch_rows(X, y, order, start + B, start + 2 * B)
     return n
 
 
@@ -770,15 +770,7 @@ def _epoch_kernel(rules: bool):
                 break  # every model has diverged
             n = _load_minibatch(X, table, y, order, start, B, rows, labels, Xb)
             npad = pad_samples(n)
-            # The next minibatch's rows travel from memory while this one trains, asked
-            # for in three parts spread over the step: all at once, the requests filled
-            # the core's miss buffers and stalled it (2.4% of a pack's epoch at H = 40
-            # B = 128, perf).
-            ahead = start + B
-            part = (B + 2) // 3
-            _prefetch_rows(X, order, ahead, ahead + part)
             _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c)
-            _prefetch_rows(X, order, ahead + part, ahead + 2 * part)
             if norms:
                 square_sums(flat_view(W1w), Dp, Hw, sq_parts, sq)
             for m in range(P):
@@ -825,7 +817,6 @@ def _epoch_kernel(rules: bool):
                                ones_c)
                 total[m] += value * n
                 total_xent[m] += xent * n
-            _prefetch_rows(X, order, ahead + 2 * part, ahead + B)
             # W1 of the SGD block: W1 = (1 - lr alpha) W1 - lr Xb^T dA, per column;
             # of the others: their gradient Xb^T dA, then each one's rule.
             Xf = flat_view(Xb)
