@@ -66,12 +66,23 @@ def seconds_per_cycle(c0: int, t0: float) -> float:
     return dt / dc if dc > 0 else 0.0
 
 
+# Rows of the stacked arrays _sweep reads and writes (each argument of a parallel kernel
+# costs compile time: see _sweep).  Per group g, ``g_int[G_*, g]``:
+G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF, G_OPT = range(5)
+# ...and ``g_rate[G_LR, g]``, ``g_rate[G_ALPHA, g]`` in the model dtype;
+G_LR, G_ALPHA = range(2)
+# per configuration c, ``c_int[C_*, c]``;
+C_GROUP, C_EPOCHS, C_OFF = range(3)
+# per group and epoch, ``curves[*_CURVE, g, e]``;
+TRAIN_LOSS, TRAIN_XENT, VAL_LOSS, VAL_ACC = range(4)
+# per group, ``progress[DONE, g]`` (epochs done) and ``progress[DIVERGED, g]`` (0 or 1).
+DONE, DIVERGED = range(2)
+
+
 @jit
 def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
-                g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
-                g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps,
-                train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
-                diverged, stop):
+                g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+                curves, clocks, progress, stop):
     """Worker w's share of :func:`_sweep`: the packs ``plan[w]``, in order (arguments as
     there).
 
@@ -95,14 +106,14 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
         # every epoch) with a loop: numba compiles each fancy-indexing (g_lr[members])
         # and the .copy() as code of its own, and this shell is compiled on every first run.
         members = empty(P, np.int64)
-        lr, alpha, limit = empty(P, g_lr.dtype), empty(P, g_alpha.dtype), empty(P, np.float64)
+        lr, alpha, limit = empty(P, g_rate.dtype), empty(P, g_rate.dtype), empty(P, np.float64)
         off, hidden, opt = empty(P, np.int64), empty(P, np.int64), empty(P, np.int64)
         settings = empty((P, g_settings.shape[1]), np.float64)
         for m in range(P):
             g = packs[p, m]
             members[m] = g
-            lr[m], alpha[m], limit[m] = g_lr[g], g_alpha[g], g_limit[g]
-            off[m], hidden[m], opt[m] = g_off[g], g_hidden[g], g_opt[g]
+            lr[m], alpha[m], limit[m] = g_rate[G_LR, g], g_rate[G_ALPHA, g], g_limit[g]
+            off[m], hidden[m], opt[m] = g_int[G_OFF, g], g_int[G_HIDDEN, g], g_int[G_OPT, g]
             for i in range(g_settings.shape[1]):
                 settings[m, i] = g_settings[g, i]
         first = members[0]
@@ -116,32 +127,32 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
         steps = zeros(P, np.int64)
         started = _cycles()
         for m in range(P):
-            g_start[members[m]] = started
-        for e in range(g_epochs[first]):
+            clocks[members[m], 0] = started
+        for e in range(g_int[G_EPOCHS, first]):
             if stop[w] != 0:
                 break
-            train_epoch(X, table, y, orders[e], g_batch[first], lr, alpha, limit, state, off,
-                        hidden, K, alive, losses, xents, opt, settings, slots, steps)
+            train_epoch(X, table, y, orders[e], g_int[G_BATCH, first], lr, alpha, limit, state,
+                        off, hidden, K, alive, losses, xents, opt, settings, slots, steps)
             validate(Xv, table, state, off, hidden, K, alive, yv, ces, corrects, no_proba,
                      kernels.NO_PROBA)
             for m in range(P):
                 g = members[m]
                 if not alive[m]:
-                    diverged[g] = True
+                    progress[DIVERGED, g] = 1
                     continue
-                train_loss[g, e] = losses[m]
-                train_xent[g, e] = xents[m]
-                val_loss[g, e] = ces[m] / Nv
-                val_acc[g, e] = corrects[m] / Nv
-                size = kernels.packed_size(kernels.pad_hidden(g_hidden[g]), Dp, K)
-                for c in range(c_group.shape[0]):
-                    if c_group[c] == g and c_epochs[c] == e + 1:
+                curves[TRAIN_LOSS, g, e] = losses[m]
+                curves[TRAIN_XENT, g, e] = xents[m]
+                curves[VAL_LOSS, g, e] = ces[m] / Nv
+                curves[VAL_ACC, g, e] = corrects[m] / Nv
+                size = kernels.packed_size(kernels.pad_hidden(hidden[m]), Dp, K)
+                for c in range(c_int.shape[1]):
+                    if c_int[C_GROUP, c] == g and c_int[C_EPOCHS, c] == e + 1:
                         # A loop, not a slice assignment: that one's shape-mismatch
                         # error path alone took 3 s to compile.
                         for i in range(size):
-                            snaps[c_off[c] + i] = state[g_off[g] + i]
-                epoch_end[g, e] = _cycles()
-                epochs_done[g] = e + 1
+                            snaps[c_int[C_OFF, c] + i] = state[off[m] + i]
+                clocks[g, e + 1] = _cycles()
+                progress[DONE, g] = e + 1
             living = 0
             for m in range(P):
                 living += alive[m]
@@ -151,10 +162,8 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
 
 @jit(parallel=True, cache=True)
 def _sweep(run_worker, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
-           g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
-           g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps,
-           train_loss, train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done,
-           diverged, stop):
+           g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+           curves, clocks, progress, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
     run_worker: :func:`_run_worker`, which runs worker w's packs; train_epoch, validate:
@@ -166,27 +175,32 @@ def _sweep(run_worker, train_epoch, validate, X, y, Xv, yv, table, K, orders, pl
     A pack (a row of ``packs``, padded with -1) lists groups with one batch
     size and one epoch count; they train together, each minibatch gathered
     once for all (kernels._train_epoch_many).
-    Per group g: batch size, lr, alpha (of the model dtype), the largest loss
-    accepted (float64, reference.divergence_limit), hidden size,
-    epoch count, and the offset of its packed model in ``state`` (1-D);
-    its optimiser's code and settings (G, 4), and its optimiser state in
-    ``slots`` (2, len(state)), at the same offset ((2, 0) when all are SGD).
-    Per configuration c: its group, epoch count, and the offset in ``snaps``
-    where its model is copied when the group completes that epoch.
-    Outputs per group: train_loss (the objective: cross-entropy + L2),
-    train_xent (cross-entropy alone), val_loss (cross-entropy), val_acc, epoch_end (G, E) and
-    g_start (G,) as cycle-counter readings; epochs_done (G,) written last, so a reader that sees it
-    may read everything before it; diverged (G,).
+    Per group g: g_int (5, G) int64, rows G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF (of its
+    packed model in ``state``, 1-D) and G_OPT (its optimiser's code); g_rate (2, G) in
+    the model dtype, rows G_LR and G_ALPHA; g_limit (G,) float64, the largest loss
+    accepted (reference.divergence_limit); g_settings (G, 4) float64, its optimiser's
+    settings; its optimiser state in ``slots`` (2, len(state)) at its offset ((2, 0)
+    when all are SGD).
+    Per configuration c: c_int (3, C) int64, rows C_GROUP, C_EPOCHS and C_OFF, where in
+    ``snaps`` its model is copied when its group completes that epoch.
+    Outputs per group: curves (4, G, E) float64, rows TRAIN_LOSS (the objective:
+    cross-entropy + L2), TRAIN_XENT (cross-entropy alone), VAL_LOSS (cross-entropy) and
+    VAL_ACC; clocks (G, E + 1) uint64, cycle-counter readings at the pack's start (column 0)
+    and at the end of each epoch; progress (2, G) int64, rows DONE (epochs done, written
+    last, so a reader that sees it may read everything before it) and DIVERGED.
     ``stop[w] != 0`` makes worker w return after its current epoch.  (One
     flag per worker: a read of ``stop[0]`` looks loop-invariant, and numba's
     parfor pass hoists it out of the prange body, so it was never seen.)
+
+    The arrays are stacked because each argument of a parallel kernel costs compile time
+    on a first run, in the gufunc numba wraps the loop in: with 36 arguments this kernel
+    took 2.6 s to compile, and a toy parallel loop over a function pointer took 2.0 s with
+    36 array arguments and 0.95 s with 21 (one core, empty cache).
     """
     for w in numba.prange(plan.shape[0]):
         run_worker(np.int64(w), train_epoch, validate, X, y, Xv, yv, table, K, orders, plan,
-                   packs, g_batch, g_lr, g_alpha, g_limit, g_hidden, g_epochs, g_off, state,
-                   g_opt, g_settings, slots, c_group, c_epochs, c_off, snaps, train_loss,
-                   train_xent, val_loss, val_acc, epoch_end, g_start, epochs_done, diverged,
-                   stop)
+                   packs, g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+                   curves, clocks, progress, stop)
 
 
 @dataclass
@@ -363,24 +377,30 @@ class Plan:
 
 @dataclass
 class Outputs:
-    """What :func:`_sweep` writes per group: (G, E) losses, accuracies and epoch
-    end times (cycle-counter readings), (G,) start times, epochs done and
-    divergence.  (The models' snapshots go to a flat ``snaps`` array beside it.)"""
+    """What :func:`_sweep` writes per group, in the stacked arrays it takes: ``curves``
+    (4, G, E) float64, ``clocks`` (G, E + 1) uint64 and ``progress`` (2, G) int64, laid
+    out as _sweep documents them.  (The models' snapshots go to a flat ``snaps`` array
+    beside it.)  The properties are views into them, by name: (G, E) losses, accuracies
+    and epoch end times (cycle-counter readings), (G,) start times, epochs done and
+    divergence (0 or 1); a write to one writes to the stacked array."""
 
-    train_loss: np.ndarray
-    train_xent: np.ndarray
-    val_loss: np.ndarray
-    val_acc: np.ndarray
-    epoch_end: np.ndarray
-    g_start: np.ndarray
-    epochs_done: np.ndarray
-    diverged: np.ndarray
+    curves: np.ndarray
+    clocks: np.ndarray
+    progress: np.ndarray
 
     @classmethod
     def empty(cls, G: int, E: int) -> "Outputs":
-        return cls(np.full((G, E), np.nan), np.full((G, E), np.nan), np.full((G, E), np.nan),
-                   np.full((G, E), np.nan), np.zeros((G, E), np.uint64), np.zeros(G, np.uint64),
-                   np.zeros(G, np.int64), np.zeros(G, np.bool_))
+        return cls(np.full((4, G, E), np.nan), np.zeros((G, E + 1), np.uint64),
+                   np.zeros((2, G), np.int64))
+
+    train_loss = property(lambda self: self.curves[TRAIN_LOSS])
+    train_xent = property(lambda self: self.curves[TRAIN_XENT])
+    val_loss = property(lambda self: self.curves[VAL_LOSS])
+    val_acc = property(lambda self: self.curves[VAL_ACC])
+    epoch_end = property(lambda self: self.clocks[:, 1:])
+    g_start = property(lambda self: self.clocks[:, 0])
+    epochs_done = property(lambda self: self.progress[DONE])
+    diverged = property(lambda self: self.progress[DIVERGED])
 
 
 def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int = 0,
@@ -463,12 +483,12 @@ def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
 def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: Outputs,
              snaps, stop):
     """Run :func:`_sweep` on ``plan`` in place: worker w trains packs ``workers_plan[w]``."""
+    g_int = np.stack([plan.g_batch, plan.g_hidden, plan.g_epochs, plan.g_off, plan.g_opt])
+    c_int = np.stack([plan.c_group, plan.c_epochs, plan.c_off])
     args = (X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
-            _rows_padded(plan.packs), plan.g_batch, plan.g_lr, plan.g_alpha, plan.g_limit,
-            plan.g_hidden, plan.g_epochs, plan.g_off, plan.state, plan.g_opt, plan.g_settings,
-            plan.slots, plan.c_group, plan.c_epochs,
-            plan.c_off, snaps, out.train_loss, out.train_xent, out.val_loss, out.val_acc,
-            out.epoch_end, out.g_start, out.epochs_done, out.diverged, stop)
+            _rows_padded(plan.packs), g_int, np.stack([plan.g_lr, plan.g_alpha]), plan.g_limit,
+            plan.g_settings, plan.state, plan.slots, c_int, snaps, out.curves, out.clocks,
+            out.progress, stop)
     epoch, validate = _kernel_pointers(plan, X, y, X_val, y_val, table, orders)
     arg_types = tuple(numba.typeof(a) for a in args)
     worker = types.FunctionType(types.none(types.int64, epoch, validate, *arg_types))
