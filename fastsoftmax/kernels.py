@@ -36,6 +36,8 @@ and allocate only once per call (never per minibatch).  The public wrappers
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 from numba.core import types
@@ -227,13 +229,35 @@ else:
 def tiles_types(dtype) -> tuple:
     """The argument types of every kernel's _tiles calls for models of ``dtype``: 1-D
     C-ordered views of a, b and out, int64 offsets, strides and sizes, and one beta
-    and gamma per column (_overwrite_coefs).  The sweep compiles _tiles for them
-    ahead of the kernels (sweep.run_plan); tests/test_kernels.py checks the kernels
-    use no other."""
+    and gamma per column (_overwrite_coefs).  The kernels take _tiles as a function
+    pointer of this signature (:func:`tiles_pointer`), so it has no other."""
     vector = types.Array(numba.from_dtype(np.dtype(dtype)), 1, "C")
     i64 = types.int64
     return (vector, i64, i64, i64, vector, i64, i64, vector, i64, i64, vector, vector)
 
+
+@functools.lru_cache(maxsize=None)
+def tiles_pointer(dtype) -> types.FunctionType:
+    """The type under which every kernel takes _tiles for models of ``dtype``: a function
+    pointer (its last argument, ``tiles``), not a callee called by name.
+
+    Called by name, a jitted function's code is linked into each caller, and numba
+    optimises and emits it again there: _tiles, the largest block, was compiled three
+    times on a first run (alone, in the epoch kernel and in the evaluation kernel).  As a
+    pointer it is compiled once, and every kernel calls that machine code.
+    """
+    return types.FunctionType(types.none(*tiles_types(np.dtype(dtype))))
+
+
+def with_tiles(kernel, dtype, *args):
+    """``kernel(*args, _tiles)``, _tiles passed as the pointer of tiles_pointer(dtype).
+
+    Called through the dispatcher, numba would type the _tiles argument as the callee
+    itself and compile the kernel again with it linked in; the entry point of the
+    signature that takes the pointer (compiled or looked up here) converts it instead.
+    """
+    entry = kernel.compile(tuple(numba.typeof(a) for a in args) + (tiles_pointer(dtype),))
+    return entry(*args, _tiles)
 
 @jit
 def _gather(X, table, rows, n, Xb):
@@ -282,7 +306,7 @@ def _prefetch_rows(X, y, order, start, stop):
 
 
 @jit(inline="always")
-def _input_product(Xb, npad, W1, width, A, zeros_c, ones_c):
+def _input_product(Xb, npad, W1, width, A, zeros_c, ones_c, tiles):
     """A[:npad, :width] = Xb[:npad] W1[:, :width], without the bias.
 
     Xb: (>= npad, Dp); W1: (Dp, Wd) and A: (>= npad, Wd), C-ordered, Wd >= width
@@ -299,8 +323,8 @@ def _input_product(Xb, npad, W1, width, A, zeros_c, ones_c):
     # (about H > 160 in float32), where it has not been measured.
     for f in range(0, Dp, FEATURE_BLOCK):
         beta = zeros_c if f == 0 else ones_c
-        _tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Wd:], Wd, min(FEATURE_BLOCK, Dp - f), Af, Wd,
-               width, beta, ones_c)
+        tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Wd:], Wd, min(FEATURE_BLOCK, Dp - f), Af, Wd,
+              width, beta, ones_c)
 
 
 @jit(inline="always")
@@ -320,31 +344,32 @@ def _relu_bias(A, c, npad, b1, H, Hd):
 
 
 @jit(inline="always")
-def _logits(Hd, npad, n, W2, b2, Z, zeros_c, ones_c):
+def _logits(Hd, npad, n, W2, b2, Z, zeros_c, ones_c, tiles):
     """Z[:n, :K] = Hd W2 + b2 (K = len(b2)); Hd (>= npad, Hp), W2 (Hp, Kp), Z (>= npad, Kp);
     zeros_c, ones_c from :func:`_overwrite_coefs`, at least Kp long."""
     Hp, Kp = W2.shape
-    _tiles(flat_view(Hd), Hp, UNIT, npad, flat_view(W2), Kp, Hp, flat_view(Z), Kp, Kp,
-           zeros_c, ones_c)
+    tiles(flat_view(Hd), Hp, UNIT, npad, flat_view(W2), Kp, Hp, flat_view(Z), Kp, Kp,
+          zeros_c, ones_c)
     for i in range(n):
         for k in range(b2.shape[0]):
             Z[i, k] += b2[k]
 
 
 @jit
-def _forward(Xb, n, W1, b1, W2, b2, Hd, Z, zeros_c, ones_c):
+def _forward(Xb, n, W1, b1, W2, b2, Hd, Z, zeros_c, ones_c, tiles):
     """Hidden activations and logits of the gathered samples ``Xb[:n]``.
 
     Xb: (>= np, Dp), rows past n zero; np = pad_samples(n)
     Hd: (>= np, Hp) out, relu(x W1 + b1)
     Z: (>= np, Kp) out, Hd W2 + b2 in its first K = len(b2) columns for rows < n
     zeros_c, ones_c: from :func:`_overwrite_coefs`, at least max(Hp, Kp) long
+    tiles: :func:`_tiles`, as a function pointer (see :func:`tiles_pointer`)
     """
     Hp = W1.shape[1]
     npad = pad_samples(n)
-    _input_product(Xb, npad, W1, Hp, Hd, zeros_c, ones_c)
+    _input_product(Xb, npad, W1, Hp, Hd, zeros_c, ones_c, tiles)
     _relu_bias(Hd, ORIGIN, npad, b1, Hp, Hd)
-    _logits(Hd, npad, n, W2, b2, Z, zeros_c, ones_c)
+    _logits(Hd, npad, n, W2, b2, Z, zeros_c, ones_c, tiles)
 
 
 @jit(inline="always")
@@ -421,7 +446,7 @@ def _columns_norm(sq, c, H):
 
 
 @jit(inline="always")
-def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c):
+def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c, tiles):
     """d loss / d pre-activations and the bias gradients, from Hd and G.
 
     Hd: (>= np, Hp) activations, G: (>= np, Kp) d loss / d logits (zero past n
@@ -438,8 +463,8 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c):
         for k in range(K):
             W2T[k, j] = W2[j, k]
     # dA = G W2^T over the K real classes, then relu passes it only where a unit was active
-    _tiles(flat_view(G), Kp, UNIT, npad, flat_view(W2T), Hp, K, flat_view(dA), Hp, Hp, zeros_c,
-           ones_c)
+    tiles(flat_view(G), Kp, UNIT, npad, flat_view(W2T), Hp, K, flat_view(dA), Hp, Hp, zeros_c,
+          ones_c)
     for j in range(Hp):
         gb1[j] = zero
     for k in range(K):
@@ -457,7 +482,7 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c):
 
 
 @jit(inline="always")
-def _w1_product(Xf, Dp, npad, dAf, d_ss, Wf, w_ss, width, beta, gamma):
+def _w1_product(Xf, Dp, npad, dAf, d_ss, Wf, w_ss, width, beta, gamma, tiles):
     """W[:, :width] = beta W + gamma Xb^T dA, for W1 and its gradients.
 
     Xf: Xb (>= npad, Dp) viewed flat; dAf: dA flat, rows d_ss apart (>= npad rows);
@@ -467,12 +492,12 @@ def _w1_product(Xf, Dp, npad, dAf, d_ss, Wf, w_ss, width, beta, gamma):
     so the bits are those of one _tiles call over all Dp rows.
     """
     for r0 in range(0, Dp, W1_ROW_BLOCK):
-        _tiles(Xf[r0:], UNIT, Dp, min(W1_ROW_BLOCK, Dp - r0), dAf, d_ss, npad, Wf[r0 * w_ss:],
-               w_ss, width, beta, gamma)
+        tiles(Xf[r0:], UNIT, Dp, min(W1_ROW_BLOCK, Dp - r0), dAf, d_ss, npad, Wf[r0 * w_ss:],
+              w_ss, width, beta, gamma)
 
 
 @jit
-def _w1_update(Xb, n, dA, W1, beta, gamma):
+def _w1_update(Xb, n, dA, W1, beta, gamma, tiles):
     """W1 = beta W1 + gamma Xb^T dA over the padded minibatch (np = pad_samples(n) rows).
 
     beta, gamma: 1-D, one value per column of W1 (at least Hp long).  beta = 0,
@@ -484,19 +509,19 @@ def _w1_update(Xb, n, dA, W1, beta, gamma):
     """
     Dp, Hp = W1.shape
     _w1_product(flat_view(Xb), Dp, pad_samples(n), flat_view(dA), Hp, flat_view(W1), Hp, Hp, beta,
-                gamma)
+                gamma, tiles)
 
 
 @jit(inline="always")
-def _w2_update(Hd, n, G, W2, beta, gamma):
+def _w2_update(Hd, n, G, W2, beta, gamma, tiles):
     """W2 = beta W2 + gamma Hd^T G, as :func:`_w1_update` (rows are hidden units;
     beta and gamma at least Kp long).
 
     Hd (>= np, Hp), G (>= np, Kp), W2 (Hp, Kp).
     """
     Hp, Kp = W2.shape
-    _tiles(flat_view(Hd), UNIT, Hp, Hp, flat_view(G), Kp, pad_samples(n), flat_view(W2), Kp, Kp,
-           beta, gamma)
+    tiles(flat_view(Hd), UNIT, Hp, Hp, flat_view(G), Kp, pad_samples(n), flat_view(W2), Kp, Kp,
+          beta, gamma)
 
 
 @jit(inline="always")
@@ -650,7 +675,7 @@ def _epoch_kernel(rules: bool):
 
     @jit
     def epoch(X, table, y, order, batch_size, lrs, alphas, limits, state, offs, hidden,
-              K, alive, losses, xents, opts, settings, slots, steps):
+              K, alive, losses, xents, opts, settings, slots, steps, tiles):
         """One epoch for P models that share the minibatch order, in place.
 
         Each minibatch is gathered once for all of them, and their first layers
@@ -684,6 +709,8 @@ def _epoch_kernel(rules: bool):
         weighted by its size; NaN for models not alive at the end.
         xents (P,) float64 out: the same mean of the cross-entropy alone (no L2
         term), comparable with a validation cross-entropy.
+        tiles: :func:`_tiles` for the model dtype, as a function pointer (see
+        :func:`tiles_pointer`).
         """
         N = order.shape[0]
         B = min(batch_size, N)
@@ -770,7 +797,7 @@ def _epoch_kernel(rules: bool):
                 break  # every model has diverged
             n = _load_minibatch(X, table, y, order, start, B, rows, labels, Xb)
             npad = pad_samples(n)
-            _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c)
+            _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c, tiles)
             if norms:
                 square_sums(flat_view(W1w), Dp, Hw, sq_parts, sq)
             for m in range(P):
@@ -781,7 +808,7 @@ def _epoch_kernel(rules: bool):
                 Hm = grid_view(hd, Bp, Hp)
                 dAm = grid_view(da, Bp, Hp)
                 _relu_bias(A, cm, npad, b1, H, Hm)
-                _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c)
+                _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c, tiles)
                 lr, alpha = lrs[m], alphas[m]
                 xent = _xent_grad(Z, K, labels, n, G) / n
                 value = xent
@@ -803,18 +830,19 @@ def _epoch_kernel(rules: bool):
                             step_w[j] = zero
                     continue
                 gb1, gb2 = grad[m, :Hp], grad[m, Hp + Hp * Kp:Hp + Hp * Kp + K]
-                _backward(n, Hm, G, W2, grid_view(w2t, Kp, Hp), dAm, gb1, gb2, zeros_c, ones_c)
+                _backward(n, Hm, G, W2, grid_view(w2t, Kp, Hp), dAm, gb1, gb2, zeros_c, ones_c,
+                          tiles)
                 for i in range(npad):
                     for j in range(H):
                         dAw[i, cm + j] = dAm[i, j]
                 steps[m] += 1
                 if not rules or opts[m] == SGD:
                     # after _backward used the old W2
-                    _w2_update(Hm, n, G, W2, w2_coefs[m, 0], w2_coefs[m, 1])
+                    _w2_update(Hm, n, G, W2, w2_coefs[m, 0], w2_coefs[m, 1], tiles)
                     _bias_update(lr, b1, b2, gb1, gb2)
                 else:
                     _w2_update(Hm, n, G, grid_view(grad[m, Hp:Hp + Hp * Kp], Hp, Kp), zeros_c,
-                               ones_c)
+                               ones_c, tiles)
                 total[m] += value * n
                 total_xent[m] += xent * n
             # W1 of the SGD block: W1 = (1 - lr alpha) W1 - lr Xb^T dA, per column;
@@ -822,10 +850,10 @@ def _epoch_kernel(rules: bool):
             Xf = flat_view(Xb)
             if split > 0:
                 _w1_product(Xf, Dp, npad, flat_view(dAw), Hw, flat_view(W1w), Hw, split, decay_w,
-                            step_w)
+                            step_w, tiles)
             if rules and Hw > split:
                 _w1_product(Xf, Dp, npad, flat_view(dAw)[split:], Hw, flat_view(gW1w), Hw - split,
-                            Hw - split, zeros_c, ones_c)
+                            Hw - split, zeros_c, ones_c, tiles)
                 for m in range(P):
                     if cols[m] < 0 or opts[m] == SGD:
                         continue
@@ -872,20 +900,21 @@ def epoch_kernel(opts: np.ndarray):
 
 
 @jit
-def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2):
-    """Loss (float64) and every gradient of one minibatch holding all of X."""
+def _loss_and_grads(X, table, y, alpha, W1, b1, W2, b2, gW1, gb1, gW2, gb2, tiles):
+    """Loss (float64) and every gradient of one minibatch holding all of X (tiles: _tiles,
+    as a function pointer)."""
     n = X.shape[0]
     rows, Xb, Hd, Z, G, dA, W2T = _scratch(n, W1, W2)
     zeros_c, ones_c = _overwrite_coefs(W1, max(W1.shape[1], W2.shape[1]))
     for i in range(n):
         rows[i] = i
     _gather(X, table, rows, n, Xb)
-    _forward(Xb, n, W1, b1, W2, b2, Hd, Z, zeros_c, ones_c)
+    _forward(Xb, n, W1, b1, W2, b2, Hd, Z, zeros_c, ones_c, tiles)
     value = _xent_grad(Z, b2.shape[0], y, n, G) / n
     value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
-    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c)
-    _w1_update(Xb, n, dA, gW1, zeros_c, ones_c)
-    _w2_update(Hd, n, G, gW2, zeros_c, ones_c)
+    _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c, tiles)
+    _w1_update(Xb, n, dA, gW1, zeros_c, ones_c, tiles)
+    _w2_update(Hd, n, G, gW2, zeros_c, ones_c, tiles)
     gW1 += alpha * W1
     gW2 += alpha * W2
     return value
@@ -895,7 +924,8 @@ EVAL_BLOCK = np.int64(42 * ROWS)  # samples per forward block when evaluating
 
 
 @jit
-def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, proba, want_proba):
+def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, proba, want_proba,
+                    tiles):
     """Forward pass of M models over all of X (N, D), in blocks of EVAL_BLOCK samples.
 
     X and table as for :func:`_gather`.  state 1-D: model m packed at offs[m]
@@ -909,7 +939,8 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     With y given (len N): ce (M,) float64 out, the summed cross-entropy, and
     correct (M,) int64 out, the number of argmax predictions equal to y (y of
     length 0 leaves both as they are).  With ``want_proba``: proba (M, N, K)
-    out, the softmax probabilities.
+    out, the softmax probabilities.  tiles: :func:`_tiles` for the model dtype, as a
+    function pointer (see :func:`tiles_pointer`).
     """
     N = X.shape[0]
     M = offs.shape[0]
@@ -955,7 +986,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
             rows[i] = start + i
         _gather(X, table, rows, n, Xb)
         npad = pad_samples(n)
-        _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c)
+        _input_product(Xb, npad, W1w, Hw, A, zeros_c, ones_c, tiles)
         for m in range(M):
             if cols[m] < 0:
                 continue
@@ -963,7 +994,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
             _, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
             Hm = grid_view(hd, Bp, Hp)
             _relu_bias(A, cols[m], npad, b1, hidden[m], Hm)
-            _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c)
+            _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c, tiles)
             total, right = ce[m], correct[m]  # each model's sum runs row by row, in order
             for i in range(n):
                 z = Z[i]
@@ -1040,8 +1071,8 @@ def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
     """Kernel version of :func:`fastsoftmax.reference.loss_and_grads`."""
     k = to_kernel(params)
     grads = tuple(np.empty_like(a) for a in k)
-    value = _loss_and_grads(X, table_for(X, params.dtype), np.asarray(y, np.int64),
-                            _scalar(params, alpha), *k, *grads)
+    value = with_tiles(_loss_and_grads, params.dtype, X, table_for(X, params.dtype),
+                       np.asarray(y, np.int64), _scalar(params, alpha), *k, *grads)
     return float(value), from_kernel(*grads, *params.shape[:2])
 
 
@@ -1160,7 +1191,8 @@ class Packed:
         alive = np.ones(P, np.bool_)
         losses = np.empty(P)
         limits = np.full(P, np.inf) if limits is None else np.asarray(limits, np.float64)
-        epoch_kernel(self.opts)(
+        with_tiles(
+            epoch_kernel(self.opts), self.dtype,
             X, table_for(X, self.dtype), np.asarray(y, np.int64), np.asarray(order, np.int64),
             batch_size, np.asarray(learning_rates, self.dtype), np.asarray(alphas, self.dtype),
             limits, self.flat, self.offs, self.hidden, self.shapes[0][2], alive, losses,
@@ -1207,9 +1239,9 @@ def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tupl
     """Kernel version of :func:`fastsoftmax.reference.evaluate`."""
     state, offs, hidden = pack([params])
     ce, correct = np.zeros(1), np.zeros(1, np.int64)
-    _forward_blocks(X, table_for(X, params.dtype), state, offs, hidden, params.shape[2],
-                    _ONE_ALIVE, np.asarray(y, np.int64), ce, correct,
-                    np.empty((0, 0, 0), params.dtype), NO_PROBA)
+    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), state, offs,
+               hidden, params.shape[2], _ONE_ALIVE, np.asarray(y, np.int64), ce, correct,
+               np.empty((0, 0, 0), params.dtype), NO_PROBA)
     value = ce[0] / X.shape[0]
     if alpha:
         W1, _, W2, _ = packed_views(state, offs[0], pad_hidden(hidden[0]),
@@ -1222,6 +1254,7 @@ def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
     """Kernel version of :func:`fastsoftmax.reference.predict_proba`: (n, K)."""
     state, offs, hidden = pack([params])
     proba = np.empty((1, X.shape[0], params.shape[2]), params.dtype)
-    _forward_blocks(X, table_for(X, params.dtype), state, offs, hidden, params.shape[2],
-                    _ONE_ALIVE, _NO_LABELS, np.zeros(1), np.zeros(1, np.int64), proba, WANT_PROBA)
+    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), state, offs,
+               hidden, params.shape[2], _ONE_ALIVE, _NO_LABELS, np.zeros(1),
+               np.zeros(1, np.int64), proba, WANT_PROBA)
     return proba[0]

@@ -80,7 +80,7 @@ DONE, DIVERGED = range(2)
 
 
 @jit
-def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
+def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders, plan, packs,
                 g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
                 curves, clocks, progress, stop):
     """Worker w's share of :func:`_sweep`: the packs ``plan[w]``, in order (arguments as
@@ -132,9 +132,9 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
             if stop[w] != 0:
                 break
             train_epoch(X, table, y, orders[e], g_int[G_BATCH, first], lr, alpha, limit, state,
-                        off, hidden, K, alive, losses, xents, opt, settings, slots, steps)
+                        off, hidden, K, alive, losses, xents, opt, settings, slots, steps, tiles)
             validate(Xv, table, state, off, hidden, K, alive, yv, ces, corrects, no_proba,
-                     kernels.NO_PROBA)
+                     kernels.NO_PROBA, tiles)
             for m in range(P):
                 g = members[m]
                 if not alive[m]:
@@ -161,15 +161,16 @@ def _run_worker(w, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, 
 
 
 @jit(parallel=True, cache=True)
-def _sweep(run_worker, train_epoch, validate, X, y, Xv, yv, table, K, orders, plan, packs,
+def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders, plan,
+           packs,
            g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
            curves, clocks, progress, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
     run_worker: :func:`_run_worker`, which runs worker w's packs; train_epoch, validate:
-    kernels.epoch_kernel(g_opt) and kernels._forward_blocks; all three as function
-    pointers (see :func:`_kernel_pointers`); a pack trains and is validated together,
-    each epoch.
+    kernels.epoch_kernel(g_opt) and kernels._forward_blocks; tiles: kernels._tiles, which
+    both take; all four as function pointers (see :func:`_kernel_pointers`); a pack trains
+    and is validated together, each epoch.
     X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for kernels._gather (uint8
     X and Xv with their pixel table, or None); K classes; orders (E, N) int64.
     A pack (a row of ``packs``, padded with -1) lists groups with one batch
@@ -198,8 +199,8 @@ def _sweep(run_worker, train_epoch, validate, X, y, Xv, yv, table, K, orders, pl
     36 array arguments and 0.95 s with 21 (one core, empty cache).
     """
     for w in numba.prange(plan.shape[0]):
-        run_worker(np.int64(w), train_epoch, validate, X, y, Xv, yv, table, K, orders, plan,
-                   packs, g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+        run_worker(np.int64(w), train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
+                   plan, packs, g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
                    curves, clocks, progress, stop)
 
 
@@ -455,7 +456,7 @@ def _epoch_args(plan: Plan, X, y, table, orders) -> tuple:
             typeof(plan.g_off), typeof(plan.g_hidden), types.int64,
             vector(types.bool_, 1, "C"), vector(types.float64, 1, "C"),
             vector(types.float64, 1, "C"), typeof(plan.g_opt), typeof(plan.g_settings),
-            typeof(plan.slots), vector(types.int64, 1, "C"))
+            typeof(plan.slots), vector(types.int64, 1, "C"), kernels.tiles_pointer(plan.dtype))
 
 
 def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
@@ -476,7 +477,7 @@ def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
     validate = types.FunctionType(types.none(
         typeof(X_val), typeof(table), typeof(plan.state), ints, ints, types.int64,
         vector(types.bool_, 1, "C"), typeof(y_val), vector(types.float64, 1, "C"), ints,
-        vector(dt, 3, "C"), types.boolean))
+        vector(dt, 3, "C"), types.boolean, kernels.tiles_pointer(plan.dtype)))
     return epoch, validate
 
 
@@ -491,7 +492,8 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
             out.progress, stop)
     epoch, validate = _kernel_pointers(plan, X, y, X_val, y_val, table, orders)
     arg_types = tuple(numba.typeof(a) for a in args)
-    worker = types.FunctionType(types.none(types.int64, epoch, validate, *arg_types))
+    tiles = kernels.tiles_pointer(plan.dtype)
+    worker = types.FunctionType(types.none(types.int64, epoch, validate, tiles, *arg_types))
     # compile() loads from numba's cache or compiles, once per signature.  On a first
     # run the epoch kernel, the largest, compiles in a second process meanwhile, and
     # its typing compiles the callees it shares with the validation kernel first (the
@@ -506,9 +508,9 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
     with compiled_aside(train_epoch, epoch.signature.args):
         kernels._tiles.compile(kernels.tiles_types(plan.dtype))
         _run_worker.compile(worker.signature.args)
-        sweep = _sweep.compile((worker, epoch, validate) + arg_types)
+        sweep = _sweep.compile((worker, epoch, validate, tiles) + arg_types)
         kernels._forward_blocks.compile(validate.signature.args)
-    sweep(_run_worker, train_epoch, kernels._forward_blocks, *args)
+    sweep(_run_worker, train_epoch, kernels._forward_blocks, kernels._tiles, *args)
 
 
 def new_records(plan: Plan, out: Outputs, records: dict, seconds) -> list:

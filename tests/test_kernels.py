@@ -96,12 +96,12 @@ def test_evaluating_together_equals_evaluating_alone(dtype, pixels):
     table = kernels.table_for(X, dtype)
     alive = np.array([True, True, False, True])
     ce, correct = np.full(4, -1.0), np.full(4, -1, np.int64)
-    kernels._forward_blocks(X, table, state, offs, hidden, 10, alive, y, ce, correct,
-                            np.empty((0, 0, 0), dtype), kernels.NO_PROBA)
+    kernels.with_tiles(kernels._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
+                       y, ce, correct, np.empty((0, 0, 0), dtype), kernels.NO_PROBA)
     proba = np.full((4, X.shape[0], 10), -1, dtype)
-    kernels._forward_blocks(X, table, state, offs, hidden, 10, alive,
-                            np.empty(0, np.int64), np.zeros(4), np.zeros(4, np.int64), proba,
-                            kernels.WANT_PROBA)
+    kernels.with_tiles(kernels._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
+                       np.empty(0, np.int64), np.zeros(4), np.zeros(4, np.int64), proba,
+                       kernels.WANT_PROBA)
     assert ce[2] == -1.0 and correct[2] == -1 and (proba[2] == -1).all()
     for m in (0, 1, 3):
         loss, accuracy = kernels.evaluate(params[m], X, y, 0.0)
@@ -250,7 +250,7 @@ def test_the_w1_update_in_row_blocks_has_the_bits_of_one_pass(dtype):
     beta = rng.uniform(0.9, 1.0, Hp).astype(dtype)
     gamma = rng.uniform(-0.1, -0.01, Hp).astype(dtype)
     blocked = W1.copy()
-    kernels._w1_update(Xb, n, dA, blocked, beta, gamma)
+    kernels.with_tiles(kernels._w1_update, dtype, Xb, n, dA, blocked, beta, gamma)
     one_pass = W1.copy().ravel()
     kernels._tiles(Xb.ravel(), kernels.UNIT, Dp, Dp, dA.ravel(), Hp, npad, one_pass, Hp, Hp,
                    beta, gamma)
@@ -326,7 +326,7 @@ def test_the_sgd_only_epoch_kernel_gives_the_full_kernels_bits(dtype, pixels):
     results = []
     for kernel in (kernels._train_epoch_sgd, kernels._train_epoch_many):
         args, written = _epoch_args(params, X, y, order, lrs, alphas, sgd)
-        kernel(*args)
+        kernels.with_tiles(kernel, dtype, *args)
         results.append(written)
     assert list(results[0][2]) == [True, False, True]  # alive: the middle one diverged
     for a, b in zip(*results):
@@ -341,7 +341,7 @@ def test_the_sgd_only_epoch_kernel_refuses_other_rules():
     args, written = _epoch_args(params, X, y, np.arange(64), [0.1, 0.1], [0.0, 0.0], opts)
     before = written[0].copy()
     with pytest.raises(ValueError, match="plain-SGD models only"):
-        kernels._train_epoch_sgd(*args)
+        kernels.with_tiles(kernels._train_epoch_sgd, np.float32, *args)
     np.testing.assert_array_equal(written[0], before)  # refused before any update
     assert kernels.epoch_kernel(args[15]) is kernels._train_epoch_many  # opts
 
