@@ -263,6 +263,7 @@ def with_tiles(kernel, dtype, *args):
     entry = kernel.compile(tuple(numba.typeof(a) for a in args) + (tiles_pointer(dtype),))
     return entry(*args, _tiles)
 
+
 @jit
 def _gather(X, table, rows, n, Xb):
     """Xb[i, :D] = X[rows[i]] for i < n; rows n .. pad_samples(n) of Xb zeroed.
@@ -302,6 +303,7 @@ def gather_types(X, table, dtype) -> tuple:
     (sweep.run_plan)."""
     return (numba.typeof(X), numba.typeof(table), types.Array(types.int64, 1, "C"), types.int64,
             types.Array(numba.from_dtype(np.dtype(dtype)), 2, "C"))
+
 
 @jit(inline="always")
 def _prefetch_rows(X, y, order, start, stop):
