@@ -73,7 +73,7 @@ G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF, G_OPT = range(5)
 G_LR, G_ALPHA = range(2)
 # per configuration c, ``c_int[C_*, c]``;
 C_GROUP, C_EPOCHS, C_OFF = range(3)
-# per group and epoch, ``curves[*_CURVE, g, e]``;
+# per group and epoch, ``curves[TRAIN_LOSS, g, e]`` and the other three;
 TRAIN_LOSS, TRAIN_XENT, VAL_LOSS, VAL_ACC = range(4)
 # per group, ``progress[DONE, g]`` (epochs done) and ``progress[DIVERGED, g]`` (0 or 1).
 DONE, DIVERGED = range(2)
@@ -162,8 +162,7 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
 
 @jit(parallel=True, cache=True)
 def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders, plan,
-           packs,
-           g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+           packs, g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
            curves, clocks, progress, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
