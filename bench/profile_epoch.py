@@ -59,11 +59,13 @@ def train(H: int, B: int, pack: int, epochs: int, pixels: bool, window: str) -> 
     print(f"H={H} B={B} pack={pack} {'uint8' if pixels else 'float32'} input: "
           f"{seconds:.3f} s per epoch")
     symbols = []
-    # Both epoch kernels: plain-SGD models (these) train in _train_epoch_sgd.
+    # Both epoch kernels: plain-SGD models (these) train in _train_epoch_sgd.  _tiles is a
+    # library of its own (the kernels call it through a pointer), so it is named apart.
     compiled = [*kernels._train_epoch_many.overloads.values(),
                 *kernels._train_epoch_sgd.overloads.values()]
     if not compiled:
         raise SystemExit("profile_epoch.py: no epoch kernel was compiled in this process")
+    compiled += kernels._tiles.overloads.values()
     for cres in compiled:
         module = getattr(cres.library, "_final_module", None)
         if module is None:
@@ -81,13 +83,14 @@ def train(H: int, B: int, pack: int, epochs: int, pixels: bool, window: str) -> 
             out.write(f"{address:x} {size:x} {name}\n")
 
 
-def summary(perf_data: str) -> None:
+def summary(perf_data: str, window_file: str | None) -> None:
+    window_file = window_file or perf_data + ".window"
     try:
-        with open(perf_data + ".window") as f:
+        with open(window_file) as f:
             window = f.read().strip()
     except FileNotFoundError:
-        raise SystemExit(f"profile_epoch.py: no {perf_data}.window; record with "
-                         f"-k CLOCK_MONOTONIC -o {perf_data} as the docstring shows") from None
+        raise SystemExit(f"profile_epoch.py: no {window_file}; train with --window "
+                         f"{window_file} (or record with -o {perf_data} and no --window)") from None
     report = subprocess.run(["perf", "report", "-i", perf_data, "--sort", "sym", "--stdio", "-n",
                              "--time", window],
                             capture_output=True, text=True, check=True).stdout
@@ -123,18 +126,21 @@ def main(argv=None) -> int:
     ap.add_argument("--uint8", action="store_true",
                     help="feed the uint8 pixels (one model; the sweep's input) instead of floats")
     ap.add_argument("--summary", metavar="PERF_DATA", help="fold a perf.data by kernel")
-    ap.add_argument("--window", default="perf.data.window",
-                    help="where training writes the timed window (default perf.data.window: "
-                         "perf record's -o plus .window)")
+    ap.add_argument("--window",
+                    help="the timed window's file, written by training and read by --summary "
+                         "(default: perf.data.window when training, PERF_DATA.window for "
+                         "--summary; give the same file to both when perf record's -o is not "
+                         "perf.data)")
     args = ap.parse_args(argv)
     if args.summary:
-        summary(args.summary)
+        summary(args.summary, args.window)
     elif args.H is None or args.B is None:
         ap.error("give H and B, or --summary PERF_DATA")
     else:
         if args.uint8 and args.pack > 1:
             ap.error("--uint8 profiles one model; leave out --pack")
-        train(args.H, args.B, args.pack, args.epochs, args.uint8, args.window)
+        train(args.H, args.B, args.pack, args.epochs, args.uint8,
+              args.window or "perf.data.window")
     return 0
 
 
