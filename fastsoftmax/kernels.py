@@ -43,6 +43,7 @@ import numpy as np
 from numba.core import types
 
 from ._alloc import empty, zeros
+from ._exp import exp_nonpositive
 from ._jit import jit
 from ._prefetch import CACHE_LINE, prefetch
 from ._views import flat_view, grid_view
@@ -406,22 +407,24 @@ def _xent_grad(Z, K, labels, n, G):
         m = Z[i, 0]
         for k in range(1, K):
             m = max(m, Z[i, k])
+        # Over all Kp columns, the padding's exp selected away (its logits are 0, not
+        # below m): whole vectors, where a loop over the K = 10 classes left 8 + 2, and
+        # exp_nonpositive has no call, so the loop vectorises.
         s = zero
-        for k in range(K):
-            e = np.exp(Z[i, k] - m)
+        for k in range(Kp):
+            e = exp_nonpositive(Z[i, k] - m)
+            e = e if k < K else zero
             G[i, k] = e
             s += e
         label = labels[i]
         total += np.log(s) + m - Z[i, label]
         inv_s = 1 / s
-        for k in range(K):
+        for k in range(Kp):
             G[i, k] *= inv_s
         # d(-log p[y]) / dz = p - onehot(y): log-sum-exp gives p, -z[y] gives -onehot
         G[i, label] -= 1
-        for k in range(K):
+        for k in range(Kp):
             G[i, k] *= inv_n
-        for k in range(K, Kp):
-            G[i, k] = zero
     for i in range(n, pad_samples(n)):
         for k in range(Kp):
             G[i, k] = zero
@@ -985,7 +988,8 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     Hmax = pad_hidden(hidden[widest])
     W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
     rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1x, W2x)
-    zeros_c, ones_c = _overwrite_coefs(state, max(Hw, pad_classes(K)))
+    Kp = pad_classes(K)
+    zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Kp))
     Bp = Xb.shape[0]
     A = empty((Bp, Hw), state.dtype)
     hd = flat_view(Hd)
@@ -1019,8 +1023,9 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
                         top = z[k]
                         best = k
                 s = dt(0)
-                for k in range(K):
-                    s += np.exp(z[k] - top)
+                for k in range(Kp):  # whole vectors, the padding selected away (_xent_grad)
+                    e = exp_nonpositive(z[k] - top)
+                    s += e if k < K else dt(0)
                 if labelled:
                     label = y[start + i]
                     total += np.log(s) + top - z[label]
@@ -1028,7 +1033,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
                 if want_proba:
                     inv_s = 1 / s
                     for k in range(K):
-                        proba[m, start + i, k] = np.exp(z[k] - top) * inv_s
+                        proba[m, start + i, k] = exp_nonpositive(z[k] - top) * inv_s
             if labelled:
                 ce[m] = total
                 correct[m] = right
