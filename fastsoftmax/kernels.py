@@ -407,9 +407,9 @@ def _xent_grad(Z, K, labels, n, G):
         m = Z[i, 0]
         for k in range(1, K):
             m = max(m, Z[i, k])
-        # Over all Kp columns, the padding's exp selected away (its logits are 0, not
-        # below m): whole vectors, where a loop over the K = 10 classes left 8 + 2, and
-        # exp_nonpositive has no call, so the loop vectorises.
+        # Over all Kp columns, the padding's exp selected away (its logits are 0, which
+        # may exceed m): whole vectors, where a loop over the K = 10 classes left 8 + 2,
+        # and exp_nonpositive has no call, so the loop vectorises.
         s = zero
         for k in range(Kp):
             e = exp_nonpositive(Z[i, k] - m)
