@@ -391,8 +391,9 @@ def _forward(Xb, n, W1, b1, W2, b2, Hd, Z, zeros_c, ones_c, tiles):
 def _xent_grad(Z, K, labels, n, G):
     """Summed cross-entropy of the logits ``Z[:n, :K]`` and its gradient ``(p - onehot) / n``.
 
-    Stable for any magnitude: exp() sees only z - max(z) <= 0.  labels (>= n,) int64:
-    row i's class.
+    Stable for any magnitude: exp() sees only z - max(z) <= 0 in the K real columns.
+    Z: (>= n, >= Kp); its columns K .. Kp are read too (whole vectors) and their exp
+    discarded, so they may hold anything.  labels (>= n,) int64: row i's class.
     G: (>= pad_samples(n), Kp) out; everything past row n or column K is zeroed,
     so padding adds nothing downstream.  Returns the sum (not the mean) of
     -log p[y] in float64.
@@ -988,7 +989,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     Hmax = pad_hidden(hidden[widest])
     W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
     rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1x, W2x)
-    Kp = pad_classes(K)
+    Kp = Z.shape[1]  # the softmax's loop reads whole vectors of Z's padded classes
     zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Kp))
     Bp = Xb.shape[0]
     A = empty((Bp, Hw), state.dtype)
