@@ -216,9 +216,11 @@ class TorchManual(_Shuffled):
         return 0.0
 
 
-def jax_step():
+def jax_step(with_loss: bool = False):
     """(jax, jax.numpy, step): step(params, x, t, lr, alpha) is one SGD step of the
-    model, its gradient by jax.grad (also used by bench/jax_grid.py)."""
+    model, its gradient by jax.grad (also used by bench/jax_grid.py).  ``with_loss``:
+    step returns (params, the minibatch's loss before the step), both from one pass
+    (jax.value_and_grad), as a user who logs the training loss writes it."""
     jax = _need("jax", "pip install jax")
     jnp = jax.numpy
 
@@ -230,27 +232,39 @@ def jax_step():
         return ce + 0.5 * alpha * (jnp.sum(W1 * W1) + jnp.sum(W2 * W2))
 
     def step(params, x, t, lr, alpha):
+        if with_loss:
+            value, grads = jax.value_and_grad(loss)(params, x, t, alpha)
+            return tuple(p - lr * g for p, g in zip(params, grads)), value
         grads = jax.grad(loss)(params, x, t, alpha)
         return tuple(p - lr * g for p, g in zip(params, grads))
 
     return jax, jnp, step
 
 
-def jax_epoch(jax, step, N, B):
+def jax_epoch(jax, step, N, B, with_loss: bool = False):
     """One epoch as a JAX user jits it: epoch(params, lr, alpha, X, y, order) with the
     data on the device and the epoch's order passed in, each minibatch gathered
-    inside lax.scan, the last smaller one after."""
+    inside lax.scan, the last smaller one after.  ``with_loss`` (for a step of
+    ``jax_step(with_loss=True)``): epoch returns (params, the epoch's mean training
+    loss, each minibatch weighted by its size), as fastsoftmax's sweep records it."""
     n_full = N // B
 
     def epoch(params, lr, alpha, X, y, order):
         def body(p, idx):
+            if with_loss:
+                p, value = step(p, X[idx], y[idx], lr, alpha)
+                return p, value * B
             return step(p, X[idx], y[idx], lr, alpha), None
 
-        params, _ = jax.lax.scan(body, params, order[:n_full * B].reshape(n_full, B))
+        params, sums = jax.lax.scan(body, params, order[:n_full * B].reshape(n_full, B))
+        total = sums.sum() if with_loss else None
         if N % B:
             rest = order[n_full * B:]
             params = step(params, X[rest], y[rest], lr, alpha)
-        return params
+            if with_loss:
+                params, value = params
+                total = total + value * (N % B)
+        return (params, total / N) if with_loss else params
 
     return epoch
 

@@ -253,11 +253,18 @@ def markdown(data, benches) -> str:
     first = grid_pairs(benches)
     if first:
         lines += [f"fastsoftmax's first run and the two pinned JAX processes alternating "
-                  f"({len(first['ratios'])} pairs, the first of a pair taken in turn): "
+                  f"({len(first['ratios'])} rounds, each side first in turn): "
                   f"fastsoftmax {', '.join(f'{t:.1f}' for t in first['ours_s'])} s, "
                   f"JAX {', '.join(f'{t:.1f}' for t in first['jax_s'])} s; JAX's wall over "
                   f"fastsoftmax's, median {first['median_ratio']:.2f} "
-                  f"(pairs {min(first['ratios']):.2f} - {max(first['ratios']):.2f}).", ""]
+                  f"(pairs {min(first['ratios']):.2f} - {max(first['ratios']):.2f})."]
+        if "jax_every_s" in first:  # runs since the JAX grid also ran as the sweep validates
+            lines[-1] += (f" The same processes validating after every epoch, as the sweep "
+                          f"does: {', '.join(f'{t:.1f}' for t in first['jax_every_s'])} s; "
+                          f"median {first['median_ratio_every']:.2f} (pairs "
+                          f"{min(first['ratios_every']):.2f} - "
+                          f"{max(first['ratios_every']):.2f}).")
+        lines.append("")
     fits = estimator_fits(benches)
     if fits:
         ours, theirs = fits.get("SoftmaxMLPClassifier"), fits.get("MLPClassifier")
