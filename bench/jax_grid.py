@@ -82,11 +82,13 @@ def main(argv=None):
         params = tuple(jnp.asarray(np.stack([a] * len(settings))) for a in one)
         epoch = make_epoch(B)
         for e in range(E):
-            params = epoch(params, lrs, alphas, X, y, jnp.asarray(orders[e]))
+            out = epoch(params, lrs, alphas, X, y, jnp.asarray(orders[e]))
             if every:
-                params, train_loss = params
+                params, train_loss = out
                 acc, ce = (np.asarray(v) for v in evaluate(params))
                 curves.append((np.asarray(train_loss), ce, acc))
+            else:
+                params = out
             if e + 1 in axes["epochs"]:
                 acc = acc if every else np.asarray(evaluate(params)[0])
                 trained += len(settings)
