@@ -11,8 +11,9 @@ weights and orders; the test checks it finds the same best validation accuracy.
 
 As issue #10 set it, the JAX grid validates after epochs 5, 10 and 20 only, where the
 sweep validates after every epoch for its histories (the learning curves of its
-reports).  The two pinned processes also run once recording what the sweep records
-(``--validate every``): the comparison that spares neither side work.
+reports).  The two pinned processes also run recording what the sweep records
+(``--validate every``), timed once and in the first-run rounds: the comparison that spares
+neither side work.
 """
 
 import json
