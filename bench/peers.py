@@ -250,21 +250,15 @@ def jax_epoch(jax, step, N, B, with_loss: bool = False):
     n_full = N // B
 
     def epoch(params, lr, alpha, X, y, order):
-        def body(p, idx):
-            if with_loss:
-                p, value = step(p, X[idx], y[idx], lr, alpha)
-                return p, value * B
-            return step(p, X[idx], y[idx], lr, alpha), None
+        def run(p, idx):  # (params after the step, its loss times its rows, or None)
+            out = step(p, X[idx], y[idx], lr, alpha)
+            return (out[0], out[1] * idx.shape[0]) if with_loss else (out, None)
 
-        params, sums = jax.lax.scan(body, params, order[:n_full * B].reshape(n_full, B))
-        total = sums.sum() if with_loss else None
+        params, sums = jax.lax.scan(run, params, order[:n_full * B].reshape(n_full, B))
+        last = 0
         if N % B:
-            rest = order[n_full * B:]
-            params = step(params, X[rest], y[rest], lr, alpha)
-            if with_loss:
-                params, value = params
-                total = total + value * (N % B)
-        return (params, total / N) if with_loss else params
+            params, last = run(params, order[n_full * B:])
+        return (params, (sums.sum() + last) / N) if with_loss else params
 
     return epoch
 
