@@ -252,17 +252,17 @@ def _reference_train_cross_entropy(X, y, c, seed):
 
 def test_a_record_reads_back_from_results_jsonl_as_it_was(small):
     """What a run prints as it trains and what a rerun prints from results.jsonl
-    come from these two: a seconds value of 4.52502 printed 4.53 while the file
-    held 4.525, which prints 4.52."""
+    come from these two: a seconds value of 4.52496 printed 4.52 while the file
+    held 4.525, which prints 4.53."""
     from fastsoftmax.sweep import Record
 
     configs = grid.build_grid(batch_size=[16, 50], learning_rate=[0.1], epochs=[1, 3],
                               alpha=[1e-3], hidden_size=[6])
     for r in run_sweep(configs, *small, workers=2).records:
         again = Record.from_dict(json.loads(json.dumps(r.as_dict())))
-        assert again == r and again.seconds > 0
+        assert again == r
         assert f"{again.seconds:.2f}" == f"{r.seconds:.2f}"
-    assert Record(configs[0], 0.5, 0.5, 0.5, 4.52502, False).seconds == 4.525
+    assert Record(configs[0], 0.5, 0.5, 0.5, 4.52496, False).seconds == 4.525
 
 
 @pytest.mark.parametrize("alpha", [1.0, 1e-4])  # overflow, and the default alpha's runaway loss
