@@ -126,13 +126,13 @@ def test_grid_jax(benchmark, real_data, layout):
                                 best_val_accuracy=best)
 
 
-GRID_PAIRS = 3  # about 110 s a round of three
+GRID_ROUNDS = 3  # about 110 s a round of three
 
 
 def test_grid_first_run_paired(benchmark, real_data, tmp_path):
     """fastsoftmax's first run (an empty NUMBA_CACHE_DIR each time), the two pinned JAX
     processes as issue #10 set them, and the same recording the sweep's histories
-    (EVERY_EPOCH), taking turns: GRID_PAIRS rounds of the three, each round's order
+    (EVERY_EPOCH), taking turns: GRID_ROUNDS rounds of the three, each round's order
     rotated by one, so each side goes first once.
 
     Timed once each, a minute apart, either side moved by 10-15% between runs of the bench
@@ -154,7 +154,7 @@ def test_grid_first_run_paired(benchmark, real_data, tmp_path):
                 walls[side].append(_run(*sides[side - 1])[0])
 
     benchmark.group = "default grid, first run against two JAX processes, paired"
-    benchmark.pedantic(one_round, rounds=GRID_PAIRS, iterations=1, warmup_rounds=0)
+    benchmark.pedantic(one_round, rounds=GRID_ROUNDS, iterations=1, warmup_rounds=0)
     ratios = sorted(j / o for o, j in zip(walls[0], walls[1]))
     every = sorted(j / o for o, j in zip(walls[0], walls[2]))
     benchmark.extra_info.update(ours_s=walls[0], jax_s=walls[1], ratios=ratios,

@@ -8,7 +8,7 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import cli, grid, simd
-from fastsoftmax.sweep import run_sweep
+from fastsoftmax.sweep import Record, run_sweep
 
 from conftest import RTOL, SMALL_ARGS, assert_params_close, make_data
 
@@ -254,8 +254,6 @@ def test_a_record_reads_back_from_results_jsonl_as_it_was(small):
     """What a run prints as it trains and what a rerun prints from results.jsonl
     come from these two: a seconds value of 4.52496 printed 4.52 while the file
     held 4.525, which prints 4.53."""
-    from fastsoftmax.sweep import Record
-
     configs = grid.build_grid(batch_size=[16, 50], learning_rate=[0.1], epochs=[1, 3],
                               alpha=[1e-3], hidden_size=[6])
     for r in run_sweep(configs, *small, workers=2).records:
