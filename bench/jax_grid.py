@@ -31,7 +31,7 @@ START = time.perf_counter()
 import numpy as np  # noqa: E402
 
 import fastsoftmax as fs  # noqa: E402
-from fastsoftmax import grid  # noqa: E402
+from fastsoftmax.sweep import grid  # noqa: E402
 from fastsoftmax.data import train_val_split  # noqa: E402
 from peers import jax_epoch, jax_step  # noqa: E402  (bench/ is this script's folder)
 

@@ -29,9 +29,12 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from fastsoftmax import simd
-from fastsoftmax._jit import jit
-from fastsoftmax.kernels import FEATURE_BLOCK, UNIT, _tiles, pad_features, pad_hidden, pad_samples
-from fastsoftmax.machine import cpu_model
+from fastsoftmax.kernels.jit import jit
+from fastsoftmax.kernels import pad_features, pad_hidden, pad_samples
+from fastsoftmax.kernels.layout import UNIT
+from fastsoftmax.kernels.products import _tiles
+from fastsoftmax.kernels.steps import FEATURE_BLOCK
+from fastsoftmax.host.machine import cpu_model
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from peers import Fastsoftmax, FastsoftmaxPack, one_pinned_core, real_train_set  # noqa: E402
@@ -53,7 +56,7 @@ def _best(fn, rounds=5) -> float:
 @jit(cache=False)
 def _forward_products(Xb, Ws, out, npad, reps):
     Dp = Xb.shape[1]
-    # one coefficient per column, as the kernels pass them (kernels._overwrite_coefs)
+    # one coefficient per column, as the kernels pass them (steps._overwrite_coefs)
     zeros_c, ones_c = np.zeros(out.shape[1], Xb.dtype), np.ones(out.shape[1], Xb.dtype)
     Xf, of = Xb.ravel(), out.ravel()
     for _ in range(reps):
@@ -61,7 +64,7 @@ def _forward_products(Xb, Ws, out, npad, reps):
             W = Ws[m]
             Hp = W.shape[1]
             Wf = W.ravel()
-            for f in range(0, Dp, FEATURE_BLOCK):  # as kernels._input_product blocks it
+            for f in range(0, Dp, FEATURE_BLOCK):  # as steps._input_product blocks it
                 beta = zeros_c if f == 0 else ones_c
                 _tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Hp:], Hp, min(FEATURE_BLOCK, Dp - f), of,
                        Hp, Hp, beta, ones_c)

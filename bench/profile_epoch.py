@@ -28,14 +28,14 @@ import sys
 import time
 from collections import Counter
 
-KERNEL = re.compile(r"fastsoftmax\d*kernels\d+(\w+?)B\d+v\d+")
+KERNEL = re.compile(r"fastsoftmax\d*kernels\d+(?:[a-z]+\d+)?(\w+?)B\d+v\d+")
 LIBC = ("__expf_fma", "__memset_avx2_unaligned_erms", "__memmove_avx_unaligned_erms")
 
 
 def train(H: int, B: int, pack: int, epochs: int, pixels: bool, window: str) -> None:
     from threadpoolctl import threadpool_limits
 
-    from fastsoftmax import kernels
+    from fastsoftmax.kernels import epoch, products
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from peers import (Fastsoftmax, FastsoftmaxPack, FastsoftmaxPixels, one_pinned_core,
@@ -61,11 +61,11 @@ def train(H: int, B: int, pack: int, epochs: int, pixels: bool, window: str) -> 
     symbols = []
     # Both epoch kernels: plain-SGD models (these) train in _train_epoch_sgd.  _tiles is a
     # library of its own (the kernels call it through a pointer), so it is named apart.
-    compiled = [*kernels._train_epoch_many.overloads.values(),
-                *kernels._train_epoch_sgd.overloads.values()]
+    compiled = [*epoch._train_epoch_many.overloads.values(),
+                *epoch._train_epoch_sgd.overloads.values()]
     if not compiled:
         raise SystemExit("profile_epoch.py: no epoch kernel was compiled in this process")
-    compiled += kernels._tiles.overloads.values()
+    compiled += products._tiles.overloads.values()
     for cres in compiled:
         module = getattr(cres.library, "_final_module", None)
         if module is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fastsoftmax import simd
-from fastsoftmax.machine import cpu_model
+from fastsoftmax.host.machine import cpu_model
 
 from peers import PEERS, FastsoftmaxPack, JaxVmap, Missing, make, model_flops_per_sample
 

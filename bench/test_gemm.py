@@ -21,10 +21,10 @@ import sys
 import numpy as np
 import pytest
 
-from fastsoftmax._jit import jit
+from fastsoftmax.kernels.jit import jit
 from fastsoftmax import simd
-from fastsoftmax._tile import tile2, wide2_tall
-from fastsoftmax.machine import cpu_model
+from fastsoftmax.kernels._tile import tile2, wide2_tall
+from fastsoftmax.host.machine import cpu_model
 
 N = 4096
 ROUNDS = 3

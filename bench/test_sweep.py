@@ -15,7 +15,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 import fastsoftmax as fs
-from fastsoftmax import cli, grid, reference
+from fastsoftmax import cli, reference
+from fastsoftmax.sweep import grid
 from fastsoftmax.checks import check_X
 from fastsoftmax.data import train_val_split
 from peers import forward_flops_per_sample, model_flops_per_sample

@@ -8,7 +8,7 @@
 
 # First: the SIMD width fixes numba's compile target (FASTSOFTMAX_SIMD=avx2 turns AVX-512
 # off in it), which must happen before any @jit decorator creates numba's CPU target.
-from . import simd  # noqa: I001  (fs.simd.WIDTH: what the kernels are built for)
+from .kernels import simd  # noqa: I001  (fs.simd.WIDTH: what the kernels are built for)
 from . import reference
 from .data import CLASS_NAMES, DataError, Dataset, load_fashion_mnist
 from .params import Params, init_params, load_params, minibatch_orders, save_params
@@ -34,4 +34,7 @@ def __getattr__(name):
                               "pip install '.[sklearn]' in a clone of fastsoftmax, or "
                               "pip install 'scikit-learn>=1.6'") from exc
         return SoftmaxMLPClassifier
+    if name == "plots":  # matplotlib's pictures: `from fastsoftmax import plots`
+        from .report import plots
+        return plots
     raise AttributeError(f"module 'fastsoftmax' has no attribute {name!r}")

@@ -110,24 +110,3 @@ def check_y(y, n_samples: int, n_classes: int, name: str = "y") -> np.ndarray:
         raise ValueError(f"{name} labels must lie in 0..{n_classes - 1}, "
                          f"got values from {y.min()} to {y.max()}")
     return np.ascontiguousarray(y, dtype=np.int64)
-
-
-def check_params(params, dtype: np.dtype | None = None, name: str = "params"):
-    """Check that ``params`` is a consistent Params; convert to ``dtype`` if given."""
-    from .params import Params
-
-    try:
-        W1, b1, W2, b2 = (np.asarray(a) for a in params)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a Params (W1, b1, W2, b2)") from None
-    if W1.ndim != 2 or W2.ndim != 2 or b1.ndim != 1 or b2.ndim != 1 \
-            or b1.shape[0] != W1.shape[1] or W2.shape[0] != W1.shape[1] \
-            or b2.shape[0] != W2.shape[1]:
-        raise ValueError(f"{name} has inconsistent shapes: W1 {W1.shape}, b1 {b1.shape}, "
-                         f"W2 {W2.shape}, b2 {b2.shape}")
-    if dtype is None:
-        dtype = check_dtype(W1.dtype, f"{name}.W1.dtype")
-    out = Params(*(a.astype(dtype, copy=False) for a in (W1, b1, W2, b2)))
-    if not all(np.isfinite(a).all() for a in out):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return out

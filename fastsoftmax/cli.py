@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
-import os
 import sys
 import tempfile
 import time
@@ -15,17 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from . import grid as gridmod
-from .atomic import atomic_open
 from .checks import check_X
-from .compile_aside import standing_by
-from .cpus import available_cpus
 from .data import CLASS_NAMES, DataError, fingerprint, load_fashion_mnist, train_val_split
-from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
-from .machine import describe
-from .params import load_params, save_params
-from .results import RESULTS_FORMAT, NotASweep, earlier_format, parse_records
-from .sweep import Record, run_sweep
+from .host.cpus import available_cpus
+from .host.interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
+from .host.machine import describe
+from .kernels import simd
+from .kernels.compile_aside import standing_by
+from .sweep import grid as gridmod
+from .sweep import run_sweep
+from .sweep.results import (RESULTS_FORMAT, RUN_FACTS, FolderRefused, Record, ResultsFolder,
+                            format_table)
 from .trainer import evaluate, predict
 
 EXIT_USAGE = 2
@@ -116,7 +113,7 @@ def _configs(args) -> list[gridmod.Config]:
 
 def _check_args(args):
     if args.scheduler is not None:
-        from .cluster import parse_scheduler
+        from .sweep.cluster import parse_scheduler
         try:
             parse_scheduler(args.scheduler)
         except ValueError as exc:
@@ -156,103 +153,6 @@ def _check_args(args):
                 pass
         except OSError as exc:
             raise UsageError(f"--out {out}: not writable ({exc.strerror})")
-
-
-# --------------------------------------------------------------------------
-# results directory
-
-
-def _atomic_write(path: Path, text: str):
-    with atomic_open(path, "w") as f:
-        f.write(text)
-
-
-def _read_records(path: Path) -> list[Record]:
-    """Records of results.jsonl; a torn last line (a crash mid-write) is dropped."""
-    if not path.exists():
-        return []
-    try:
-        records, good, torn = parse_records(path.read_bytes().split(b"\n"), path)
-    except NotASweep as exc:
-        raise UsageError(f"{exc}; refusing to mix results (use another --out)") from None
-    if torn:  # repair by dropping it
-        print(f"fastsoftmax.sweep: {path}: dropped a torn last line; "
-              f"that configuration runs again", file=sys.stderr)
-        _atomic_write(path, "".join(x.decode() + "\n" for x in good))
-    return records
-
-
-def _with_optimizers(meta: dict) -> dict:
-    """sweep.json's meta with every configuration's optimizer spelled out: a sweep
-    from before the optimizer axis trained plain SGD, and resumes as such."""
-    try:
-        return dict(meta, configs=[gridmod.Config(**c).as_dict() for c in meta["configs"]])
-    except (KeyError, TypeError):
-        return meta  # not comparable: the caller names the difference
-
-
-def _prepare_out(out: Path, meta: dict) -> list[Record]:
-    """Create or resume a results directory; refuse one from another sweep."""
-    meta_path = out / "sweep.json"
-    if meta_path.exists():
-        try:
-            old = json.loads(meta_path.read_text())
-        except ValueError:
-            raise UsageError(f"{meta_path}: unreadable; refusing to mix results")
-        why = earlier_format(old)
-        if why is not None:
-            raise UsageError(f"--out {out} holds {why}; refusing to mix results "
-                             f"(use another --out)")
-        old = _with_optimizers(old)
-        if old != meta:
-            diff = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-            raise UsageError(f"--out {out} holds a sweep with different {', '.join(diff)}; "
-                             f"refusing to mix results (use another --out)")
-        return _read_records(out / "results.jsonl")
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out} is not empty and holds no sweep; refusing to mix results")
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(meta_path, json.dumps(meta, indent=1) + "\n")
-    return []
-
-
-# The CSV's header names each loss for what it is: Record.train_loss and
-# val_loss are both the mean cross-entropy (comparable), train_objective adds L2.
-COLUMNS = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size", "optimizer",
-           "train_cross_entropy", "val_cross_entropy", "train_objective", "val_accuracy",
-           "seconds", "diverged")
-
-TABLE_LEGEND = ("train_ce, val_ce: mean cross-entropy (no L2 term) over the last epoch's "
-                "minibatches and on the validation set; objective: train_ce + "
-                "(alpha/2)(||W1||^2 + ||W2||^2), what the optimiser minimised")
-
-
-def _row(r: Record):
-    c = r.config
-    return (c.batch_size, c.learning_rate, c.epochs, c.alpha, c.hidden_size, c.optimizer,
-            r.train_loss, r.val_loss, r.train_objective, r.val_accuracy, r.seconds, r.diverged)
-
-
-def format_table(records: list[Record]) -> str:
-    """The records, one line each, in the order given, and a legend for the losses."""
-    lines = [f"{'batch':>5} {'lr':>8} {'epochs':>6} {'alpha':>8} {'hidden':>6} "
-             f"{'optimizer':>9} {'train_ce':>8} {'val_ce':>8} {'objective':>9} {'val_acc':>7} "
-             f"{'seconds':>7} diverged"]
-    for r in records:
-        b, lr, e, a, h, o, tl, vl, ob, va, s, d = _row(r)
-        lines.append(f"{b:>5} {lr:>8.3g} {e:>6} {a:>8.3g} {h:>6} {o:>9} {tl:>8.4f} {vl:>8.4f} "
-                     f"{ob:>9.4f} {va:>7.4f} {s:>7.2f} {'yes' if d else 'no'}")
-    lines.append(TABLE_LEGEND)
-    return "\n".join(lines)
-
-
-def _csv(records):
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(COLUMNS)
-    for r in records:
-        w.writerow(_row(r))
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------
@@ -315,7 +215,7 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         # A local sweep's first run compiles its epoch kernel in a second process
         # (compile_aside); started now, that process starts up while this one reads the data.
-        aside = standing_by("fastsoftmax.kernels") if args.scheduler is None else nullcontext()
+        aside = standing_by("fastsoftmax.kernels.epoch") if args.scheduler is None else nullcontext()
         with terminate_as_interrupt(), aside:  # SIGTERM (kill, docker stop) stops as Ctrl-C does
             return _main(args)
     except UsageError as exc:
@@ -346,7 +246,7 @@ def _main(args) -> int:
     started = time.monotonic()
     _check_args(args)
     if args.report:  # say so now, not after the training
-        from .plots import MissingExtra, require_matplotlib
+        from .report.plots import MissingExtra, require_matplotlib
         try:
             require_matplotlib()
         except MissingExtra as exc:
@@ -377,8 +277,13 @@ def _main(args) -> int:
             "data": fingerprint(images, labels)}
     done: list[Record] = []
     out = Path(args.out) if args.out else None
-    if out is not None:
-        done = _prepare_out(out, meta)
+    folder = ResultsFolder(out) if out is not None else None
+    if folder is not None:
+        try:
+            done = folder.open(meta, warn=lambda text: print(f"fastsoftmax.sweep: {text}",
+                                                             file=sys.stderr))
+        except FolderRefused as exc:
+            raise UsageError(str(exc)) from None
     finished = {r.config for r in done}
     todo = [c for c in configs if c not in finished]
     if done:
@@ -386,15 +291,12 @@ def _main(args) -> int:
 
     progress = _Progress(len(configs), args.quiet)
     progress.configs_done = len(done)
-    jsonl = open(out / "results.jsonl", "a") if out is not None else None
     trained: list[Record] = []
 
     def on_record(rec: Record):
         progress.config_done()
-        if jsonl is not None:  # one line per finished configuration, on disk at once
-            jsonl.write(json.dumps(rec.as_dict()) + "\n")
-            jsonl.flush()
-            os.fsync(jsonl.fileno())
+        if folder is not None:
+            folder.append(rec)
         trained.append(rec)
 
     def on_phase(name, workers):
@@ -410,7 +312,7 @@ def _main(args) -> int:
         if not todo:
             result = None
         elif args.scheduler is not None:
-            from .cluster import ClusterError, run_sweep_on_cluster
+            from .sweep.cluster import ClusterError, run_sweep_on_cluster
             try:
                 result = run_sweep_on_cluster(todo, X, y, Xv, yv, scheduler=args.scheduler,
                                               dtype=dtype, seed=args.seed, on_record=on_record,
@@ -424,8 +326,8 @@ def _main(args) -> int:
                                on_phase=on_phase)
     finally:
         progress.close()
-        if jsonl is not None:
-            jsonl.close()
+        if folder is not None:
+            folder.close()
     if result is not None and result.interrupted:
         raise KeyboardInterrupt
 
@@ -439,10 +341,11 @@ def _main(args) -> int:
             _write_report(args, out, ds)
         return 1
     # What a finished earlier run wrote to this folder, read once.
-    previous = _previous_summary(out) if out is not None else {}
+    previous = folder.previous_summary() if folder is not None else {}
     params = result.params.get(best.config) if result else None
     if params is None and previous:
-        params = _saved_best(out, previous, best, X.shape[1], dtype)
+        params = folder.saved_best(previous, best,
+                                   (X.shape[1], best.config.hidden_size, len(CLASS_NAMES)), dtype)
     if params is None:  # trained in an earlier, interrupted run: train it again, bit-identically
         _say(args, "training the best configuration again (an earlier run did not keep it)")
         again = run_sweep([best.config], X, y, Xv, yv, dtype=dtype, workers=1, seed=args.seed)
@@ -461,20 +364,16 @@ def _main(args) -> int:
                # this run's wall time; with resumed_configs > 0 earlier runs did those
                "wall_seconds": round(time.monotonic() - started, 2),
                "resumed_configs": len(done),
-               "machine": describe(None if args.scheduler else args.workers)}
+               "machine": describe(None if args.scheduler else args.workers, simd.WIDTH)}
     if args.scheduler is not None:
         summary["scheduler"] = args.scheduler
-    if not todo and out is not None:
+    if not todo and folder is not None:
         # A rerun that trained nothing keeps the run that did: its time and machine.
         summary.update({k: previous[k] for k in RUN_FACTS if k in previous})
 
-    if out is not None:
-        # Each file is written whole or not at all, and Ctrl-C waits for the
-        # set: best.json, written last, means the other two are there.
-        with finish_then_interrupt():
-            save_params(out / "best_params.npz", params)
-            _atomic_write(out / "results.csv", _csv(ranked))
-            _atomic_write(out / "best.json", json.dumps(summary, indent=1) + "\n")
+    if folder is not None:
+        with finish_then_interrupt():  # Ctrl-C waits for the whole set
+            folder.write_best(params, ranked, summary)
 
     if args.json:
         print(json.dumps(summary))
@@ -493,34 +392,7 @@ def _main(args) -> int:
 
 
 def _write_report(args, out: Path, ds):
-    from .report import build_report
+    from .report.pages import build_report
     _say(args, "drawing the report")
     paths = build_report(out, dataset=ds).write(out)
     _say(args, f"wrote {out / 'report.html'} and {len(paths) - 1} more files")
-
-
-# The summary's facts of the run that trained: a rerun that trains nothing keeps them.
-RUN_FACTS = ("wall_seconds", "resumed_configs", "machine", "scheduler")
-
-
-def _previous_summary(out: Path) -> dict:
-    """``out``'s best.json as a finished earlier run wrote it, or {} (none, or unreadable)."""
-    try:
-        saved = json.loads((out / "best.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return saved if isinstance(saved, dict) else {}
-
-
-def _saved_best(out: Path, previous: dict, best: Record, n_features: int, dtype):
-    """The best model's parameters as a finished earlier run (its summary ``previous``)
-    left them in ``out``, or None when they are missing or belong to another configuration."""
-    try:
-        same = gridmod.Config.from_dict(previous["best"]) == best.config
-        params = load_params(out / "best_params.npz")
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    c = best.config
-    if not same or params.shape != (n_features, c.hidden_size, len(CLASS_NAMES)) or params.dtype != dtype:
-        return None
-    return params

@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from . import reference
-from .atomic import atomic_open
+from .host.atomic import atomic_open
 from .checks import (check_dtype, check_nonnegative_float, check_positive_float,
                      check_positive_int)
 from .optimizers import OPTIMIZER_PARAMS, OptimizerState, check_optimizer_state, make_optimizer
@@ -455,8 +455,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
     @classmethod
     def load(cls, path) -> "SoftmaxMLPClassifier":
         """Read a model written by :meth:`save`; it predicts exactly as the saved one."""
-        from .checks import check_params
-        from .params import read_npz
+        from .params import check_params, read_npz
 
         what = "a SoftmaxMLPClassifier file"
         slot_names = [f"optimizer_slot{j}_{k}" for j in range(2) for k in Params._fields]

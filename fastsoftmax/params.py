@@ -9,6 +9,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .checks import check_dtype, check_positive_int
+from .host.atomic import atomic_open
+
 
 class Params(NamedTuple):
     """Weights and biases of the two-layer network (also used for gradients).
@@ -58,6 +61,25 @@ def _seed_streams(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
     return np.random.default_rng(init_ss), np.random.default_rng(order_ss)
 
 
+def check_params(params, dtype: np.dtype | None = None, name: str = "params"):
+    """Check that ``params`` is a consistent Params; convert to ``dtype`` if given."""
+    try:
+        W1, b1, W2, b2 = (np.asarray(a) for a in params)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a Params (W1, b1, W2, b2)") from None
+    if W1.ndim != 2 or W2.ndim != 2 or b1.ndim != 1 or b2.ndim != 1 \
+            or b1.shape[0] != W1.shape[1] or W2.shape[0] != W1.shape[1] \
+            or b2.shape[0] != W2.shape[1]:
+        raise ValueError(f"{name} has inconsistent shapes: W1 {W1.shape}, b1 {b1.shape}, "
+                         f"W2 {W2.shape}, b2 {b2.shape}")
+    if dtype is None:
+        dtype = check_dtype(W1.dtype, f"{name}.W1.dtype")
+    out = Params(*(a.astype(dtype, copy=False) for a in (W1, b1, W2, b2)))
+    if not all(np.isfinite(a).all() for a in out):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return out
+
+
 def init_params(n_inputs: int, n_hidden: int, n_classes: int, *, seed: int = 0,
                 dtype=np.float32) -> Params:
     """Seeded initialisation.
@@ -72,8 +94,6 @@ def init_params(n_inputs: int, n_hidden: int, n_classes: int, *, seed: int = 0,
     Params with W1 (n_inputs, n_hidden), b1 (n_hidden,), W2 (n_hidden, n_classes),
     b2 (n_classes,), all of ``dtype``.
     """
-    from .checks import check_dtype, check_positive_int
-
     dtype = check_dtype(dtype)
     n_inputs = check_positive_int(n_inputs, "n_inputs")
     n_hidden = check_positive_int(n_hidden, "n_hidden")
@@ -108,8 +128,6 @@ def save_params(path, params: Params) -> None:
     The file is written next to ``path`` under a temporary name and renamed,
     so a crash never leaves a half-written file under the real name.
     """
-    from .atomic import atomic_open
-
     with atomic_open(path, "wb") as f:
         np.savez(f, **{name: np.ascontiguousarray(a) for name, a in params._asdict().items()})
 
@@ -158,7 +176,5 @@ def load_params(path) -> Params:
     ValueError naming the file when it is not such a file (see :func:`read_npz`)
     or its arrays do not form a model.
     """
-    from .checks import check_params
-
     arrays = read_npz(path, "a fastsoftmax params file", Params._fields)
     return check_params(Params(*(arrays[k] for k in Params._fields)), name=str(path))

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import kernels, reference
-from .checks import (check_dtype, check_nonnegative_float, check_params, check_positive_float,
+from .checks import (check_dtype, check_nonnegative_float, check_positive_float,
                      check_positive_int, check_X, check_y, pixels_to_float)
 from .optimizers import (Optimizer, OptimizerState, check_optimizer_state, init_state,
                          make_optimizer)
-from .params import Params, init_params, minibatch_orders
+from .params import Params, check_params, init_params, minibatch_orders
 
 BACKENDS = ("numba", "numpy")
 

@@ -4,7 +4,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastsoftmax._alloc import ALIGN, empty, zeros
+from fastsoftmax.kernels._alloc import ALIGN, empty, zeros
 
 
 @numba.njit

@@ -65,19 +65,20 @@ def interrupt_at(marker, args, env=None, ready=None, sig=signal.SIGINT):
             proc.wait()
 
 
-# Runs the command line after wrapping one function of fastsoftmax.cli so that
-# the process sends itself SIGINT as it enters it.
+# Runs the command line after wrapping one function (INTERRUPT_IN, "module:name") so
+# that the process sends itself SIGINT as it enters it.
 SELF_INTERRUPT = """
-import os, signal, sys, time
+import importlib, os, signal, sys, time
 import fastsoftmax.cli as cli
-name = os.environ["INTERRUPT_IN"]
+module, name = os.environ["INTERRUPT_IN"].split(":")
+module = importlib.import_module(module)
 sig = getattr(signal, os.environ.get("INTERRUPT_WITH", "SIGINT"))
-real = getattr(cli, name)
+real = getattr(module, name)
 def wrapped(*args, **kwargs):
     os.kill(os.getpid(), sig)
     time.sleep(2)  # the signal lands here, inside the phase
     return real(*args, **kwargs)
-setattr(cli, name, wrapped)
+setattr(module, name, wrapped)
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -114,7 +115,7 @@ def test_interrupt_while_compiling(tmp_path, data_dir):
 
 def test_interrupt_while_loading_writes_nothing(tmp_path, data_dir):
     out = tmp_path / "out"
-    env = dict(os.environ, INTERRUPT_IN="load_fashion_mnist")
+    env = dict(os.environ, INTERRUPT_IN="fastsoftmax.cli:load_fashion_mnist")
     done = run(["--data", data_dir, *SMALL_ARGS, "--out", out], env=env, driver=SELF_INTERRUPT)
     assert_clean_interrupt(done.returncode, done.stderr)
     assert f"nothing was written to {out}" in done.stderr
@@ -181,7 +182,7 @@ def test_interrupt_while_training_the_best_again(finished, tmp_path):
 
 def test_interrupt_while_writing_finishes_the_files(tmp_path, data_dir):
     out = tmp_path / "out"
-    env = dict(os.environ, INTERRUPT_IN="save_params")
+    env = dict(os.environ, INTERRUPT_IN="fastsoftmax.sweep.results:save_params")
     args = ["--data", data_dir, *SMALL_ARGS, "--out", out]
     done = run(args, env=env, driver=SELF_INTERRUPT)
     assert_clean_interrupt(done.returncode, done.stderr)
@@ -227,7 +228,7 @@ def test_sigterm_while_training_keeps_what_finished(tmp_path, data_dir):
 
 def test_sigterm_while_writing_finishes_the_files(tmp_path, data_dir):
     out = tmp_path / "out"
-    env = dict(os.environ, INTERRUPT_IN="save_params", INTERRUPT_WITH="SIGTERM")
+    env = dict(os.environ, INTERRUPT_IN="fastsoftmax.sweep.results:save_params", INTERRUPT_WITH="SIGTERM")
     done = run(["--data", data_dir, *SMALL_ARGS, "--out", out], env=env, driver=SELF_INTERRUPT)
     assert done.returncode == 143, done.stderr
     assert "terminated (SIGTERM); the results of 4 configurations are kept" in done.stderr

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fastsoftmax import cli, grid
+from fastsoftmax import cli
+from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import run_sweep
 
 from conftest import SMALL_ARGS, make_data
@@ -25,7 +26,7 @@ from conftest import SMALL_ARGS, make_data
 distributed = pytest.importorskip(
     "distributed", reason="the cluster tests need dask.distributed: pip install "
                           "'.[dask]' (part of '.[test]')")
-from fastsoftmax.cluster import parse_scheduler, run_sweep_on_cluster  # noqa: E402
+from fastsoftmax.sweep.cluster import parse_scheduler, run_sweep_on_cluster  # noqa: E402
 
 WAIT = 120  # seconds any one step may take, worker start-up and compile included
 AXES = grid.AXES

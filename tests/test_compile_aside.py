@@ -31,8 +31,8 @@ SCRIPT = """
 import contextlib, json, subprocess, sys
 sys.path.insert(0, {here!r})
 from numba import types
-import fastsoftmax.compile_aside as aside
-from fastsoftmax.cpus import CPULimit
+import fastsoftmax.kernels.compile_aside as aside
+from fastsoftmax.host.cpus import CPULimit
 import tiny
 
 case = {case!r}

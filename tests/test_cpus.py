@@ -9,7 +9,7 @@ import sys
 import numba
 import pytest
 
-from fastsoftmax import cpus
+from fastsoftmax.host import cpus
 
 from conftest import SMALL_ARGS
 
@@ -124,7 +124,7 @@ def test_too_many_workers_under_taskset_names_the_limit(data_dir):
 
 @needs_taskset
 def test_run_sweep_asked_for_more_workers_than_cpus_still_runs():
-    code = ("import numpy as np; from fastsoftmax import grid; from fastsoftmax.sweep import "
+    code = ("import numpy as np; from fastsoftmax.sweep import grid; from fastsoftmax.sweep import "
             "run_sweep; rng = np.random.default_rng(0); X = rng.random((60, 784)).astype(np.float32); y = rng.integers(0, 10, 60); "
             "c = grid.build_grid(batch_size=[8], learning_rate=[0.1], epochs=[1], alpha=[0.0], "
             "hidden_size=[4, 8]); out = run_sweep(c, X[:40], y[:40], X[40:], y[40:], workers=2); "
@@ -137,7 +137,7 @@ def test_run_sweep_asked_for_more_workers_than_cpus_still_runs():
 
 
 def test_cpu_model_and_simd_flags_from_cpuinfo(tmp_path):
-    from fastsoftmax.machine import cpu_model
+    from fastsoftmax.host.machine import cpu_model
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9R14\n"
                     "flags\t\t: fpu sse4_2 avx avx2 fma avx512f avx512bw\n\n"

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from fastsoftmax._exp import exp_nonpositive
-from fastsoftmax._jit import jit
+from fastsoftmax.kernels._exp import exp_nonpositive
+from fastsoftmax.kernels.jit import jit
 
 
 @jit(cache=False)

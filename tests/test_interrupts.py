@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fastsoftmax.interrupts import (Terminated, interrupts_never_lost, last_signal,
+from fastsoftmax.host.interrupts import (Terminated, interrupts_never_lost, last_signal,
                                     terminate_as_interrupt)
 
 

@@ -6,7 +6,8 @@ import pytest
 
 import fastsoftmax as fs
 from fastsoftmax import kernels, reference as ref
-from fastsoftmax._tile import square_sums
+from fastsoftmax.kernels import epoch, evaluation, layout, products, steps
+from fastsoftmax.kernels._tile import square_sums
 from fastsoftmax.optimizers import init_state, make_optimizer
 
 from conftest import RTOL, assert_params_close, make_data, rel_err
@@ -96,12 +97,12 @@ def test_evaluating_together_equals_evaluating_alone(dtype, pixels):
     table = kernels.table_for(X, dtype)
     alive = np.array([True, True, False, True])
     ce, correct = np.full(4, -1.0), np.full(4, -1, np.int64)
-    kernels.with_tiles(kernels._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
-                       y, ce, correct, np.empty((0, 0, 0), dtype), kernels.NO_PROBA)
+    products.with_tiles(evaluation._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
+                       y, ce, correct, np.empty((0, 0, 0), dtype), evaluation.NO_PROBA)
     proba = np.full((4, X.shape[0], 10), -1, dtype)
-    kernels.with_tiles(kernels._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
+    products.with_tiles(evaluation._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
                        np.empty(0, np.int64), np.zeros(4), np.zeros(4, np.int64), proba,
-                       kernels.WANT_PROBA)
+                       evaluation.WANT_PROBA)
     assert ce[2] == -1.0 and correct[2] == -1 and (proba[2] == -1).all()
     for m in (0, 1, 3):
         loss, accuracy = kernels.evaluate(params[m], X, y, 0.0)
@@ -164,14 +165,14 @@ def test_per_column_coefficients_equal_scalar_ones_column_by_column(dtype):
     gamma = rng.uniform(-1.0, -0.1, width).astype(dtype)
     beta[[3, 17, 38]] = 0
     out.reshape(rows, width)[:, [3, 17, 38]] = np.nan
-    one = kernels.UNIT
+    one = layout.UNIT
     got = out.copy()
-    kernels._tiles(a, k, one, rows, b, width, k, got, width, width, beta, gamma)
+    products._tiles(a, k, one, rows, b, width, k, got, width, width, beta, gamma)
     got = got.reshape(rows, width)
     assert np.isfinite(got).all()
     for j in range(width):
         want = out.copy()
-        kernels._tiles(a, k, one, rows, b, width, k, want, width, width, beta[j], gamma[j])
+        products._tiles(a, k, one, rows, b, width, k, want, width, width, beta[j], gamma[j])
         np.testing.assert_array_equal(got[:, j], want.reshape(rows, width)[:, j])
     exact = (np.where(beta == 0, 0, beta) * np.nan_to_num(out.reshape(rows, width))
              + gamma * (a.reshape(rows, k).astype(np.float64) @ b.reshape(k, width)))
@@ -186,22 +187,22 @@ def test_a_products_rows_have_the_same_bits_whatever_tile_computes_them(dtype):
     rng = np.random.default_rng(11)
     k, width = 23, 40  # 2-vector and 1-vector strips in float32, more in float64
     b = rng.standard_normal(k * width).astype(dtype)
-    one = kernels.UNIT
+    one = layout.UNIT
     for rows in (2, 4, 6, 8, 10, 12, 14, 20, 24, 26, 32, 38):
         a = rng.standard_normal(rows * k).astype(dtype)
         out = rng.standard_normal(rows * width).astype(dtype)
         beta, gamma = dtype(0.75), dtype(-0.5)
         together = out.copy()
-        kernels._tiles(a, k, one, rows, b, width, k, together, width, width, beta, gamma)
+        products._tiles(a, k, one, rows, b, width, k, together, width, width, beta, gamma)
         pairs = out.copy()
         for r in range(0, rows, 2):
-            kernels._tiles(a[r * k:], k, one, 2, b, width, k, pairs[r * width:], width, width,
+            products._tiles(a[r * k:], k, one, 2, b, width, k, pairs[r * width:], width, width,
                            beta, gamma)
         np.testing.assert_array_equal(together, pairs, err_msg=f"{rows} rows")
         # the transposed layout the weight updates use: rows adjacent, k strided
         aT = np.ascontiguousarray(a.reshape(rows, k).T).ravel()
         together_t = out.copy()
-        kernels._tiles(aT, one, rows, rows, b, width, k, together_t, width, width, beta, gamma)
+        products._tiles(aT, one, rows, rows, b, width, k, together_t, width, width, beta, gamma)
         np.testing.assert_array_equal(together_t, together, err_msg=f"{rows} rows, transposed")
 
 
@@ -240,7 +241,7 @@ def test_the_w1_update_in_row_blocks_has_the_bits_of_one_pass(dtype):
     result equals one _tiles call over all the rows, bit for bit."""
     rng = np.random.default_rng(9)
     Dp, Hp, n = 784, 40, 37
-    assert Dp > 2 * kernels.W1_ROW_BLOCK  # several blocks and a short last one
+    assert Dp > 2 * steps.W1_ROW_BLOCK  # several blocks and a short last one
     npad = int(kernels.pad_samples(n))
     Xb = np.zeros((npad, Dp), dtype)
     Xb[:n] = rng.random((n, Dp))
@@ -250,9 +251,9 @@ def test_the_w1_update_in_row_blocks_has_the_bits_of_one_pass(dtype):
     beta = rng.uniform(0.9, 1.0, Hp).astype(dtype)
     gamma = rng.uniform(-0.1, -0.01, Hp).astype(dtype)
     blocked = W1.copy()
-    kernels.with_tiles(kernels._w1_update, dtype, Xb, n, dA, blocked, beta, gamma)
+    products.with_tiles(steps._w1_update, dtype, Xb, n, dA, blocked, beta, gamma)
     one_pass = W1.copy().ravel()
-    kernels._tiles(Xb.ravel(), kernels.UNIT, Dp, Dp, dA.ravel(), Hp, npad, one_pass, Hp, Hp,
+    products._tiles(Xb.ravel(), layout.UNIT, Dp, Dp, dA.ravel(), Hp, npad, one_pass, Hp, Hp,
                    beta, gamma)
     np.testing.assert_array_equal(blocked, one_pass.reshape(Dp, Hp))
     exact = beta * W1 + gamma * (Xb.astype(np.float64).T @ dA)
@@ -324,14 +325,14 @@ def test_the_sgd_only_epoch_kernel_gives_the_full_kernels_bits(dtype, pixels):
     params = [fs.init_params(784, h, 10, seed=i, dtype=dtype) for i, h in enumerate(hidden)]
     sgd = [make_optimizer("sgd")] * 3
     results = []
-    for kernel in (kernels._train_epoch_sgd, kernels._train_epoch_many):
+    for kernel in (epoch._train_epoch_sgd, epoch._train_epoch_many):
         args, written = _epoch_args(params, X, y, order, lrs, alphas, sgd)
-        kernels.with_tiles(kernel, dtype, *args)
+        products.with_tiles(kernel, dtype, *args)
         results.append(written)
     assert list(results[0][2]) == [True, False, True]  # alive: the middle one diverged
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
-    assert kernels.epoch_kernel(kernels.Packed(params, sgd).opts) is kernels._train_epoch_sgd
+    assert kernels.epoch_kernel(kernels.Packed(params, sgd).opts) is epoch._train_epoch_sgd
 
 
 def test_the_sgd_only_epoch_kernel_refuses_other_rules():
@@ -341,9 +342,9 @@ def test_the_sgd_only_epoch_kernel_refuses_other_rules():
     args, written = _epoch_args(params, X, y, np.arange(64), [0.1, 0.1], [0.0, 0.0], opts)
     before = written[0].copy()
     with pytest.raises(ValueError, match="plain-SGD models only"):
-        kernels.with_tiles(kernels._train_epoch_sgd, np.float32, *args)
+        products.with_tiles(epoch._train_epoch_sgd, np.float32, *args)
     np.testing.assert_array_equal(written[0], before)  # refused before any update
-    assert kernels.epoch_kernel(args[15]) is kernels._train_epoch_many  # opts
+    assert kernels.epoch_kernel(args[15]) is epoch._train_epoch_many  # opts
 
 
 def test_divergence_stops_before_the_bad_update():
@@ -392,7 +393,7 @@ def test_every_pixel_value_reads_exactly(dtype):
     """The kernels' reading of uint8 pixels equals pixels_to_float for all 256 values."""
     X = np.arange(256, dtype=np.uint8).reshape(2, 128)
     Xb = np.zeros((kernels.pad_samples(2), 128), dtype)
-    kernels._gather(X, kernels.pixel_table(dtype), np.arange(2), 2, Xb)
+    steps._gather(X, kernels.pixel_table(dtype), np.arange(2), 2, Xb)
     want = fs.checks.pixels_to_float(X, np.dtype(dtype))
     np.testing.assert_array_equal(Xb[:2], want)
 
@@ -401,7 +402,7 @@ _ONE_OF_EACH = """
 import sys
 import numpy as np
 import fastsoftmax as fs
-from fastsoftmax import grid
+from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import run_sweep
 
 rules = sys.argv[1].split(",")
@@ -418,8 +419,8 @@ params = out.params[configs[0]]
 fs.evaluate(params, frozen, y)
 fs.predict(params, frozen)
 fs.train(frozen, y, hidden_size=8, batch_size=16, epochs=1, optimizer=rules[-1])
-from fastsoftmax import kernels
-stats = getattr(kernels, sys.argv[2]).stats
+from fastsoftmax.kernels import epoch
+stats = getattr(epoch, sys.argv[2]).stats
 print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
 """
 
@@ -432,13 +433,13 @@ def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path, rules,
     array would each make numba compile a kernel again, seconds each on a first
     run (#10's cold start).  Counted in numba's cache, filled from empty.  With more
     than one CPU the epoch kernel compiles in a child process while this one compiles
-    the sweep (fastsoftmax.compile_aside), and this one loads it from the cache.  A grid
+    the sweep (fastsoftmax.kernels.compile_aside), and this one loads it from the cache.  A grid
     of plain SGD alone uses the epoch kernel without the other rules, and compiles no other."""
     import os
     import subprocess
     import sys
 
-    from fastsoftmax.cpus import available_cpus
+    from fastsoftmax.host.cpus import available_cpus
 
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
     out = subprocess.run([sys.executable, "-c", _ONE_OF_EACH, rules, kernel], env=env,
@@ -449,10 +450,10 @@ def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path, rules,
     else:
         assert (hits, misses) == (0, 1)
     files = sorted(p.name for p in tmp_path.rglob("*.nbc"))
-    assert any(name.startswith("sweep._sweep-") for name in files)
-    assert any(name.startswith("sweep._run_worker-") for name in files)
-    assert any(name.startswith("kernels._forward_blocks-") for name in files)
+    assert any(name.startswith("engine._sweep-") for name in files)
+    assert any(name.startswith("engine._run_worker-") for name in files)
+    assert any(name.startswith("evaluation._forward_blocks-") for name in files)
     # _tiles too: every product passes it one coefficient per column, the constant
-    # ones as well (kernels._overwrite_coefs), as the wide W1 update must.
+    # ones as well (steps._overwrite_coefs), as the wide W1 update must.
     twice = [name for name in files if not name.endswith(".1.nbc")]
     assert twice == [], f"compiled more than once: {twice}"

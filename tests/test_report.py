@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 import fastsoftmax as fs
-from fastsoftmax import cli, plots, report
+from fastsoftmax import cli, report
+from fastsoftmax.report import plots
 
 from conftest import SMALL_ARGS, make_data
 
@@ -274,7 +275,7 @@ def test_pictures_from_python(tmp_path, data_dir):
 
 
 def test_matplotlib_is_imported_only_for_pictures():
-    code = ("import sys, fastsoftmax, fastsoftmax.cli, fastsoftmax.report, fastsoftmax.plots; "
+    code = ("import sys, fastsoftmax, fastsoftmax.cli, fastsoftmax.report, fastsoftmax.report.plots; "
             "assert 'matplotlib' not in sys.modules, 'imported'")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -11,7 +11,7 @@ import llvmlite.binding as llvm
 import pytest
 
 from fastsoftmax import simd
-from fastsoftmax.machine import cpu_model
+from fastsoftmax.host.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST_HAS_AVX512 = "avx512f" in cpu_model()[1]
@@ -84,11 +84,12 @@ def test_this_process_uses_the_hosts_width():
 _TILE_ASM = """
 import re
 from numba import types
-from fastsoftmax import kernels, simd
+from fastsoftmax import simd
+from fastsoftmax.kernels import products
 a, i, f = types.float32[::1], types.int64, types.float32
 sig = (a, i, i, i, a, i, i, a, i, i, f, f)
-kernels._tiles.compile(sig)  # compiled only: the target may be a CPU this one is not
-asm = kernels._tiles.inspect_asm(sig)
+products._tiles.compile(sig)  # compiled only: the target may be a CPU this one is not
+asm = products._tiles.inspect_asm(sig)
 print(simd.WIDTH, len(re.findall(r"vfmadd\\w+\\s[^\\n]*zmm", asm)),
       len(re.findall(r"vfmadd\\w+\\s[^\\n]*ymm", asm)), len(re.findall(r"zmm", asm)))
 """

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import fastsoftmax as fs
-from fastsoftmax import cli, grid, simd
+from fastsoftmax import cli, simd
+from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import Record, run_sweep
 
 from conftest import RTOL, SMALL_ARGS, assert_params_close, make_data
@@ -99,7 +100,7 @@ def _same(out_a, out_b):
 _PLAN_ONLY = """
 import numpy as np
 from numba.core import event
-from fastsoftmax import grid
+from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import make_plan
 
 compiled = []

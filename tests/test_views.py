@@ -1,4 +1,4 @@
-"""The kernels' array views (fastsoftmax._views): the same elements as ravel/reshape, the
+"""The kernels' array views (fastsoftmax.kernels._views): the same elements as ravel/reshape, the
 same memory, an owner kept alive, and non-contiguous input refused."""
 
 import gc
@@ -7,7 +7,7 @@ import numba
 import numpy as np
 import pytest
 
-from fastsoftmax._views import flat_view, grid_view
+from fastsoftmax.kernels._views import flat_view, grid_view
 
 
 @numba.njit

@@ -46,13 +46,13 @@ def _version(package: str) -> str | None:
         return None
 
 
-def describe(workers: int | None = None) -> dict:
-    """The machine and software a run used, as a JSON-ready dict."""
+def describe(workers: int | None = None, kernels_width: str | None = None) -> dict:
+    """The machine and software a run used, as a JSON-ready dict; ``kernels_width`` is the
+    SIMD width the kernels were built for (fastsoftmax.kernels.simd.WIDTH)."""
     model, flags = cpu_model()
     cpus = available_cpus()
-    from .simd import WIDTH  # imports numba: only when a run is described
-
-    out = {"cpu": model, "simd": list(flags), "kernels_width": WIDTH, "cpus": os.cpu_count(),
+    out = {"cpu": model, "simd": list(flags), "kernels_width": kernels_width,
+           "cpus": os.cpu_count(),
            "cpus_usable": cpus.count, "platform": platform.platform(),
            "python": sys.version.split()[0]}
     if workers is not None:

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .checks import check_nonnegative_float, check_positive_float, check_positive_int
-from .optimizers import AXIS_NAMES
+from ..checks import check_nonnegative_float, check_positive_float, check_positive_int
+from ..optimizers import AXIS_NAMES
 
 AXES = ("batch_size", "learning_rate", "epochs", "alpha", "hidden_size", "optimizer")
 

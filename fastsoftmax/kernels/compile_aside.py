@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 from numba.core.caching import NullCache
 
-from .cpus import available_cpus
+from ..host.cpus import available_cpus
 
 # The child: take this process's sys.path, import the kernel's module (numba with it) and
 # ready numba's compiler, then read (module, name, argument types) from stdin, compile,

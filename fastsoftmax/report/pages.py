@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_open
-from .data import OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
-from .grid import AXES, Config
-from .interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
-from .machine import describe
-from .results import NotASweep, SweepResults, read_results
+from ..data import OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
+from ..host.atomic import atomic_open
+from ..host.interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
+from ..host.machine import describe
+from ..sweep.grid import AXES, Config
+from ..sweep.results import NotASweep, SweepResults, read_results
 
 EXIT_MISSING = 1  # matplotlib or the data missing
 EXIT_USAGE = 2  # not a sweep's folder, bad arguments
@@ -119,7 +119,7 @@ def build_report(folder, *, dataset: Dataset | None = None, data_dir=None,
     if params is not None:
         ds = dataset if dataset is not None else load_fashion_mnist(data_dir)
         _check_data(results, ds)
-        from .trainer import predict_proba
+        from ..trainer import predict_proba
         proba = predict_proba(params, ds.test_images)
         pred = proba.argmax(axis=1)
         accuracy = float(np.mean(pred == ds.test_labels))
@@ -391,6 +391,3 @@ def _main(args) -> int:
           file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

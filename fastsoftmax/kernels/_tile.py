@@ -21,7 +21,7 @@ emitting the vector IR directly gives the tile AVX2 asks for: 6 rows x 2 vectors
 ``lanes`` is one vector of the dtype: a 32-byte vector holds 8 float32 (4 float64),
 a 64-byte one 16 (8).  The IR is portable and LLVM splits it on machines with
 narrower vectors.  Which tiles the kernels use depends on the target's width
-(:mod:`fastsoftmax.simd`): with AVX-512's 32 registers, 12 rows x 2 64-byte
+(:mod:`fastsoftmax.kernels.simd`): with AVX-512's 32 registers, 12 rows x 2 64-byte
 vectors is 24 accumulators + 2 operands + 1 broadcast.
 """
 

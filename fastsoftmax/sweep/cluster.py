@@ -1,8 +1,8 @@
 """The sweep on a Dask cluster: ``python -m fastsoftmax.sweep --scheduler ADDRESS``.
 
 Each pack of the plan (groups that share a batch size and epoch count, see
-:mod:`fastsoftmax.sweep`) is one task.  A task runs the same compiled
-:func:`fastsoftmax.sweep._sweep` on :meth:`Plan.pack_plan`'s slice of the plan,
+:mod:`fastsoftmax.sweep.plan`) is one task.  A task runs the same compiled
+:func:`fastsoftmax.sweep.engine._sweep` on :meth:`Plan.pack_plan`'s slice of the plan,
 so each configuration sees exactly the arithmetic of a local sweep and the
 results are bit-identical (on workers whose CPUs give the same machine code).
 The data (training and validation images, labels and the minibatch orders) is
@@ -28,11 +28,12 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from . import kernels
-from .interrupts import noted_interrupts
-from .params import minibatch_orders
-from .sweep import PACK_SIZE, Plan, SweepOutput, _cycles, make_plan, new_records, run_plan, \
-    seconds_per_cycle, trained_params, writable
+from .. import kernels
+from ..host.interrupts import noted_interrupts
+from ..params import minibatch_orders
+from .engine import _cycles, new_records, run_plan, seconds_per_cycle, trained_params
+from .plan import PACK_SIZE, Plan, make_plan, writable
+from .results import SweepOutput
 
 DASK_EXTRA = ("a Dask cluster needs dask.distributed: pip install 'fastsoftmax[dask]' "
               "(or, in a clone, pip install '.[dask]')")
@@ -75,7 +76,7 @@ class SharedData:
     table: np.ndarray | None
     orders: np.ndarray
 
-    def __setstate__(self, state):  # once per worker: see sweep.writable
+    def __setstate__(self, state):  # once per worker: see plan.writable
         self.__dict__.update(writable(state))
 
 

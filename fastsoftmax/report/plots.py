@@ -6,7 +6,7 @@ inline, ``fig.savefig("x.png")`` writes it (Agg).  matplotlib is the optional
 extra ``fastsoftmax[plot]``, imported only when a picture is asked for.
 
 Sources: learning curves take a sweep's results folder (a path or
-:class:`fastsoftmax.results.SweepResults`), ``fs.train(...).history``, or a
+:class:`fastsoftmax.sweep.results.SweepResults`), ``fs.train(...).history``, or a
 fitted ``SoftmaxMLPClassifier`` (its ``loss_curve_`` and, with early
 stopping, ``validation_scores_``) or its ``loss_curve_`` list itself.
 """
@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import CLASS_NAMES
-from .results import SweepResults, read_results
-from .sweep import Record
+from ..data import CLASS_NAMES
+from ..sweep.results import Record, SweepResults, read_results
 
 PLOT_EXTRA = ("matplotlib is needed for pictures: pip install 'fastsoftmax[plot]' "
               "(or, in a clone, pip install '.[plot]')")

@@ -1,6 +1,6 @@
 """Which SIMD width the kernels are built for: the compile target's widest, or FASTSOFTMAX_SIMD.
 
-Two designs of the register tiles exist (:mod:`fastsoftmax._tile`):
+Two designs of the register tiles exist (:mod:`fastsoftmax.kernels._tile`):
 
 - ``"avx2"``: 32-byte vectors, 16 vector registers (AVX2; also what any other
   CPU gets, where LLVM splits the vectors to the host's width);

@@ -1,0 +1,210 @@
+"""A grid laid out for the engine: groups, packs, and every array the kernels read.
+
+Groups (configurations differing only in epochs) that share a batch size and
+an epoch count see the same minibatches, so they train in packs: each
+minibatch is gathered from memory once and then trains every model of the
+pack (kernels.epoch).  :func:`make_plan` builds a :class:`Plan` once; a local
+sweep runs every pack of it, a cluster each pack's own :meth:`Plan.pack_plan`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import kernels, reference
+from ..optimizers import init_state, make_optimizer
+from ..params import init_params
+from .grid import Config, group_configs, pack_groups
+
+# Rows of the stacked arrays _sweep reads and writes (each argument of a parallel kernel
+# costs compile time: see _sweep).  Per group g, ``g_int[G_*, g]``:
+G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF, G_OPT = range(5)
+# ...and ``g_rate[G_LR, g]``, ``g_rate[G_ALPHA, g]`` in the model dtype;
+G_LR, G_ALPHA = range(2)
+# per configuration c, ``c_int[C_*, c]``;
+C_GROUP, C_EPOCHS, C_OFF = range(3)
+# per group and epoch, ``curves[TRAIN_LOSS, g, e]`` and the other three;
+TRAIN_LOSS, TRAIN_XENT, VAL_LOSS, VAL_ACC = range(4)
+# per group, ``progress[DONE, g]`` (epochs done) and ``progress[DIVERGED, g]`` (0 or 1).
+DONE, DIVERGED = range(2)
+
+
+def _rows_padded(lists) -> np.ndarray:
+    """Lists of ints as the rows of an int64 array, padded with -1 (how kernels read them)."""
+    out = np.full((len(lists), max(len(row) for row in lists)), -1, np.int64)
+    for i, row in enumerate(lists):
+        out[i, :len(row)] = row
+    return out
+
+
+# Groups trained together at most: each minibatch is gathered once for a pack.
+PACK_SIZE = 4
+# ...and the most bytes of weights a pack may hold.  The weights of four
+# 40-unit models (0.5 MiB) stay in a core's L2 cache between their turns, and
+# packs of four models with 128 to 256 hidden units ran 5-10% slower than the
+# models alone (every model's weights evicted by the others' at each step).
+PACK_BYTES = 1 << 20
+
+
+def cost(config: Config, n_samples: int) -> float:
+    """Relative training cost of a group whose largest epoch count is config.epochs."""
+    Hp = kernels.pad_hidden.py_func(config.hidden_size)  # as Python: see kernels.to_kernel
+    # ~4*D*Hp flops per sample, plus a per-minibatch update of the whole model.
+    return config.epochs * (n_samples * Hp + (n_samples / config.batch_size) * Hp * 0.5)
+
+
+def writable(state: dict) -> dict:
+    """An unpickled object's attributes with every array writable.
+
+    Pickle protocol 5, as Dask sends objects between processes, hands large
+    arrays over as read-only views of the bytes received.  Numba types a
+    read-only array apart from a writable one, so each would compile a second
+    specialization of the kernels on every worker (about 20 s), and arrays
+    that are trained in place must be writable anyway: copy them, once.
+    """
+    return {k: v.copy() if isinstance(v, np.ndarray) and not v.flags.writeable else v
+            for k, v in state.items()}
+
+
+@dataclass
+class Plan:
+    """A grid laid out for :func:`_sweep`: groups, packs, and every array the kernel reads.
+
+    Built once by :func:`make_plan`; a local sweep runs every pack in one
+    parallel call, a cluster (:mod:`fastsoftmax.sweep.cluster`) runs each pack as a
+    task on :meth:`pack_plan`'s slice of it.  Per group g (G of them) and
+    configuration c, the arrays are as :func:`_sweep` documents them.
+    """
+
+    flat_configs: list  # (group index, Config): groups by group_key, each sorted by epochs
+    n_features: int
+    n_classes: int
+    dtype: np.dtype
+    epochs: int  # E, the largest epoch count
+    g_batch: np.ndarray
+    g_lr: np.ndarray
+    g_alpha: np.ndarray
+    g_limit: np.ndarray
+    g_hidden: np.ndarray
+    g_epochs: np.ndarray
+    g_off: np.ndarray
+    state: np.ndarray
+    g_size: np.ndarray  # length of each group's packed model in state
+    g_opt: np.ndarray
+    g_settings: np.ndarray
+    slots: np.ndarray  # (2, len(state)), or (2, 0) when every group is plain SGD
+    c_group: np.ndarray
+    c_epochs: np.ndarray
+    c_off: np.ndarray
+    c_size: list
+    g_cost: list
+    packs: list  # of lists of group indices
+
+    def __setstate__(self, state):
+        self.__dict__.update(writable(state))
+
+    def outputs(self) -> "Outputs":
+        return Outputs.empty(len(self.g_batch), self.epochs)
+
+    def pack_plan(self, p: int) -> "Plan":
+        """The plan of pack ``p`` alone: its groups renumbered 0..P-1, their
+        starting weights and configurations, and one pack.  Training it gives
+        bit for bit what the whole plan gives those groups."""
+        members = self.packs[p]
+        cis = [ci for ci, (gi, _) in enumerate(self.flat_configs) if gi in members]
+        renumber = {gi: i for i, gi in enumerate(members)}
+        def part(flat):
+            return np.concatenate([flat[self.g_off[g]:self.g_off[g] + self.g_size[g]]
+                                   for g in members])
+        state = part(self.state)
+        slots = self.slots if self.slots.shape[1] == 0 else np.stack([part(r) for r in self.slots])
+        c_size = [self.c_size[ci] for ci in cis]
+        return Plan(
+            flat_configs=[(renumber[self.flat_configs[ci][0]], self.flat_configs[ci][1])
+                          for ci in cis],
+            n_features=self.n_features, n_classes=self.n_classes, dtype=self.dtype,
+            epochs=int(self.g_epochs[members].max()),
+            g_batch=self.g_batch[members], g_lr=self.g_lr[members],
+            g_alpha=self.g_alpha[members], g_limit=self.g_limit[members],
+            g_hidden=self.g_hidden[members], g_epochs=self.g_epochs[members],
+            g_off=kernels.offsets(self.g_size[members]), state=state,
+            g_size=self.g_size[members], g_opt=self.g_opt[members],
+            g_settings=self.g_settings[members], slots=slots,
+            c_group=np.array([renumber[self.flat_configs[ci][0]] for ci in cis], np.int64),
+            c_epochs=self.c_epochs[cis], c_off=kernels.offsets(c_size), c_size=c_size,
+            g_cost=[self.g_cost[g] for g in members], packs=[list(range(len(members)))])
+
+
+@dataclass
+class Outputs:
+    """What :func:`_sweep` writes per group, in the stacked arrays it takes: ``curves``
+    (4, G, E) float64, ``clocks`` (G, E + 1) uint64 and ``progress`` (2, G) int64, laid
+    out as _sweep documents them.  (The models' snapshots go to a flat ``snaps`` array
+    beside it.)  The properties are views into them, by name: (G, E) losses, accuracies
+    and epoch end times (cycle-counter readings), (G,) start times, epochs done and
+    divergence (0 or 1); a write to one writes to the stacked array."""
+
+    curves: np.ndarray
+    clocks: np.ndarray
+    progress: np.ndarray
+
+    @classmethod
+    def empty(cls, G: int, E: int) -> "Outputs":
+        return cls(np.full((4, G, E), np.nan), np.zeros((G, E + 1), np.uint64),
+                   np.zeros((2, G), np.int64))
+
+    train_loss = property(lambda self: self.curves[TRAIN_LOSS])
+    train_xent = property(lambda self: self.curves[TRAIN_XENT])
+    val_loss = property(lambda self: self.curves[VAL_LOSS])
+    val_acc = property(lambda self: self.curves[VAL_ACC])
+    epoch_end = property(lambda self: self.clocks[:, 1:])
+    g_start = property(lambda self: self.clocks[:, 0])
+    epochs_done = property(lambda self: self.progress[DONE])
+    diverged = property(lambda self: self.progress[DIVERGED])
+
+
+def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int = 0,
+              dtype=None, pack_size: int = PACK_SIZE) -> Plan:
+    """Group, initialise and pack ``configs`` for training on X (N, D); see :func:`run_sweep`."""
+    if X.dtype != X_val.dtype:
+        raise ValueError(f"X_val has dtype {X_val.dtype} but X has {X.dtype}")
+    if dtype is None:
+        dtype = np.float32 if X.dtype == np.uint8 else X.dtype
+    dtype = np.dtype(dtype)
+    if X.dtype != np.uint8 and X.dtype != dtype:
+        raise ValueError(f"X has dtype {X.dtype} but the model dtype is {dtype}")
+    N, D = X.shape
+    K = n_classes
+    groups = group_configs(configs)
+    heads = [g[-1] for g in groups]  # each group's largest epoch count
+    # every group of a hidden size starts from the same weights
+    inits = {h: init_params(D, h, K, seed=seed, dtype=dtype)
+             for h in {c.hidden_size for c in heads}}
+    models = [inits[c.hidden_size] for c in heads]
+    state, g_off, g_hidden = kernels.pack(models)
+    g_size = np.diff(g_off, append=state.size)
+    flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
+    c_size = [int(g_size[gi]) for gi, _ in flat_configs]
+    g_cost = [cost(c, N) for c in heads]
+    packs = pack_groups([(c.batch_size, c.epochs) for c in heads], g_cost, pack_size,
+                        [size * dtype.itemsize for size in g_size], PACK_BYTES)
+    optimizers = [make_optimizer(c.optimizer) for c in heads]
+    g_opt, g_settings = kernels.settings_of(optimizers)
+    slots = kernels.pack_slots(models, g_off, [init_state(o, m)
+                                               for o, m in zip(optimizers, models)])
+    return Plan(
+        flat_configs=flat_configs, n_features=D,
+        n_classes=K, dtype=dtype, epochs=max(c.epochs for c in configs),
+        g_batch=np.array([c.batch_size for c in heads], np.int64),
+        g_lr=np.array([c.learning_rate for c in heads], dtype),
+        g_alpha=np.array([c.alpha for c in heads], dtype),
+        g_limit=np.array([reference.divergence_limit(inits[c.hidden_size], c.alpha, K)
+                          for c in heads]),
+        g_hidden=g_hidden, g_epochs=np.array([c.epochs for c in heads], np.int64),
+        g_off=g_off, state=state, g_size=g_size, g_opt=g_opt, g_settings=g_settings,
+        slots=slots, c_group=np.array([gi for gi, _ in flat_configs], np.int64),
+        c_epochs=np.array([c.epochs for _, c in flat_configs], np.int64),
+        c_off=kernels.offsets(c_size), c_size=c_size, g_cost=g_cost, packs=packs)
+
