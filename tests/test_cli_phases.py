@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import SMALL_ARGS
+from helpers import SMALL_ARGS
 
 # One group trained for 1 and for LONG epochs: long enough to be interrupted
 # (a few seconds), short enough to finish on a rerun.

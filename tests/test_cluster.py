@@ -21,7 +21,7 @@ from fastsoftmax import cli
 from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import run_sweep
 
-from conftest import SMALL_ARGS, make_data
+from helpers import SMALL_ARGS, make_data
 
 distributed = pytest.importorskip(
     "distributed", reason="the cluster tests need dask.distributed: pip install "

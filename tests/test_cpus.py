@@ -11,7 +11,7 @@ import pytest
 
 from fastsoftmax.host import cpus
 
-from conftest import SMALL_ARGS
+from helpers import SMALL_ARGS
 
 
 def _fake_proc(tmp_path, cgroup_text):

@@ -21,7 +21,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 import fastsoftmax as fs  # noqa: E402
 from fastsoftmax import SoftmaxMLPClassifier  # noqa: E402
 
-from conftest import make_data  # noqa: E402
+from helpers import make_data  # noqa: E402
 from test_train import NOT_A_MODEL, _not_a_model  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

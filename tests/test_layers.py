@@ -7,7 +7,6 @@ import cannot hide an upward edge.
 import ast
 from pathlib import Path
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fastsoftmax"
 

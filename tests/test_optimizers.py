@@ -9,7 +9,7 @@ from fastsoftmax import kernels, reference as ref
 from fastsoftmax.optimizers import (ADAM, MOMENTUM, NESTEROV, SGD, Optimizer, OptimizerState,
                                     init_state, make_optimizer)
 
-from conftest import RTOL, assert_params_close, make_data, rel_err
+from helpers import RTOL, assert_params_close, make_data, rel_err
 
 DTYPES = [np.float32, np.float64]
 RULES = [("momentum", {}), ("momentum", {"nesterov": True}), ("adam", {}),

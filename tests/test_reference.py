@@ -7,7 +7,7 @@ import pytest
 import fastsoftmax as fs
 from fastsoftmax import kernels, reference as ref
 
-from conftest import make_data
+from helpers import make_data
 
 
 @pytest.mark.parametrize("impl", [ref, kernels], ids=["reference", "kernels"])

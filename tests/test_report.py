@@ -15,7 +15,7 @@ import fastsoftmax as fs
 from fastsoftmax import cli, report
 from fastsoftmax.report import plots
 
-from conftest import SMALL_ARGS, make_data
+from helpers import SMALL_ARGS, make_data
 
 PNGS = ("learning_curves.png", "accuracy_heatmaps.png", "confusion.png", "misclassified.png",
         "all_curves.png")

@@ -156,6 +156,7 @@ def _training_bits(output: str) -> str:
     return next(line.split()[1] for line in output.splitlines() if line.startswith("BITS "))
 
 
+@pytest.mark.cold_compile
 def test_the_other_widths_kernels_agree_with_the_reference(tmp_path):
     """tests/test_kernels.py (reference agreement, packs bit-identical to training alone,
     exact padding) on the width this process does not use.  On an AVX-512 host that is
@@ -172,8 +173,8 @@ def test_the_other_widths_kernels_agree_with_the_reference(tmp_path):
     other = "avx2" if simd.WIDTH == "avx512" else "avx512"
     code = ("import sys, pytest; from fastsoftmax import simd; "
             f"assert simd.WIDTH == {other!r}, simd.WIDTH; "
-            "code = pytest.main(['-q', '-p', 'no:cacheprovider', 'tests/test_kernels.py', "
-            "'-k', 'not first_run'])\n" + _TRAINING_BITS + "\nsys.exit(code)")
+            "code = pytest.main(['-q', '-p', 'no:cacheprovider', '-n', '0', "
+            "'tests/test_kernels.py', '-k', 'not first_run'])\n" + _TRAINING_BITS + "\nsys.exit(code)")
     run = _python(code, tmp_path, **env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert re.search(r"\d+ passed", run.stdout) and "failed" not in run.stdout

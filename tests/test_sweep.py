@@ -11,7 +11,7 @@ from fastsoftmax import cli, simd
 from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import Record, run_sweep
 
-from conftest import RTOL, SMALL_ARGS, assert_params_close, make_data
+from helpers import RTOL, SMALL_ARGS, assert_params_close, make_data
 
 
 @pytest.fixture(scope="module")

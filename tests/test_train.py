@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastsoftmax as fs
 
-from conftest import RTOL, assert_params_close, make_data, rel_err
+from helpers import RTOL, assert_params_close, make_data, rel_err
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
