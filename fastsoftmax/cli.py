@@ -301,7 +301,7 @@ def _main(args) -> int:
 
     def on_phase(name, workers):
         if name == "compile":
-            _say(args, "compiling the kernels (the first run takes 20-60 s; then numba's cache)")
+            _say(args, "compiling the kernels (up to a minute on a first run; then numba's cache)")
         elif name == "connect":
             _say(args, f"connecting to the Dask cluster {args.scheduler}")
         else:

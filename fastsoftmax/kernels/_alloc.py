@@ -2,9 +2,9 @@
 
 Numba implements ``np.empty``, ``np.zeros``, ``np.ones`` and ``np.full`` as overloads:
 each (shape type, dtype) a caller uses becomes a function of its own that numba types,
-lowers and optimises, with its fixed cost of about 0.1 s, and ``np.zeros`` is
-``np.empty`` plus a fill method, three such functions.  A first run of the sweep
-compiled about twenty of them in each of its two processes.  These intrinsics emit
+lowers and optimises at a fixed cost, and ``np.zeros`` is ``np.empty`` plus a fill
+method, three such functions; a first run of the sweep compiled about twenty of them in
+each of its two processes.  These intrinsics emit
 numba's own allocation in place instead; the kernels fill arrays of ones or of a
 constant with a loop.
 """
@@ -17,10 +17,8 @@ from numba.np.arrayobj import _parse_shape, get_itemsize, make_array, populate_a
 
 # Bytes the data of every new array is aligned to: a cache line.  Numba aligns to 32,
 # which on this platform puts the data 32 bytes into a line, so a two-vector tile's
-# 16 float32 columns of a row (64 bytes) lay across two lines.  Aligned, the training
-# step's two big products (forward and W1 update, packs of four at H = 20 and 40,
-# B = 32 to 128, one core) took 2-5% less time in every cell (median of 12
-# alternating rounds).
+# 16 float32 columns of a row (64 bytes) lay across two lines; aligned, every load of
+# the two big products reads one line (docs/speed.md has the A/B).
 ALIGN = 64
 
 

@@ -194,7 +194,7 @@ def square_sums(typingctx, w, rows, width, parts, sums):
     multiple of one NARROW vector.  The partial sums live in parts (L1): a pack's
     wide W1 has more columns than registers, and reading it row by row, in the
     order it lies in memory, is what makes the pass cheap (per model and column
-    strip, the pass strode across rows and cost 4-5% of an epoch).
+    strip, the pass strode across rows: docs/speed.md has what that cost).
     """
     dtype = w.dtype
     sig = types.void(w, rows, width, parts, sums)

@@ -89,7 +89,7 @@ def _copy_columns(src, s, dst, d, H):
     """dst[:, d:d + H] = src[:, s:s + H], both 2-D with the same number of rows.
 
     Loops rather than slice assignment: numba's shape check for that pulls in
-    string formatting that cost ~10 s of a first run's compile.
+    string formatting, seconds of a first run's compile.
     """
     for r in range(src.shape[0]):
         for j in range(H):
@@ -101,8 +101,8 @@ def to_kernel(params: Params) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nd
     """Fresh kernel-form arrays W1 (Dp, Hp), b1 (Hp,), W2 (Hp, Kp), b2 (K,), zero-padded."""
     D, H, K = params.shape
     # The padding rules' Python functions: a call of a jitted function from Python
-    # starts numba's CPU target and compiles it (1.1 s, before a first run's second
-    # process could start compiling), and these are plain integer arithmetic.
+    # starts numba's CPU target and compiles it, which would hold back a first run's
+    # second process, and these are plain integer arithmetic.
     Dp, Hp, Kp = pad_features.py_func(D), pad_hidden.py_func(H), pad_classes.py_func(K)
     dtype = params.dtype
     W1 = np.zeros((Dp, Hp), dtype)

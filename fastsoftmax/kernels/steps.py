@@ -109,9 +109,8 @@ def _input_product(Xb, npad, W1, width, A, zeros_c, ones_c, tiles):
     Dp, Wd = W1.shape
     Xf, Wf, Af = flat_view(Xb), flat_view(W1), flat_view(A)
     # Blocks of FEATURE_BLOCK rows of W1, so each block's column tiles stay in L1
-    # while every sample tile uses them.  At H = 20-40 this measured the same as
-    # one pass (W1 fits in L2); it is meant for layers whose W1 outgrows L2
-    # (about H > 160 in float32), where it has not been measured.
+    # while every sample tile uses them.  It is meant for layers whose W1 outgrows
+    # L2 (about H > 160 in float32); where W1 fits in L2 it costs nothing.
     for f in range(0, Dp, FEATURE_BLOCK):
         beta = zeros_c if f == 0 else ones_c
         tiles(Xf[f:], Dp, UNIT, npad, Wf[f * Wd:], Wd, min(FEATURE_BLOCK, Dp - f), Af, Wd,
@@ -267,7 +266,7 @@ def _backward(n, Hd, G, W2, W2T, dA, gb1, gb2, zeros_c, ones_c, tiles):
         for j in range(Hp):
             # A select and a plain store: written as a conditional store, LLVM made it
             # a masked store and a masked load of the same vector, which AMD cores
-            # cannot forward (2.7% of a pack's epoch at H = 40 B = 128, perf).
+            # cannot forward.
             d = zero if Hd[i, j] <= 0 else dA[i, j]
             dA[i, j] = d
             gb1[j] += d
@@ -347,7 +346,7 @@ def _overwrite_coefs(like, width):
 
     Every product passes _tiles one coefficient per column, these constants too,
     so _tiles has one specialisation per dtype: the wide W1 update needs them per
-    column, and a second, scalar specialisation cost 1.0-1.4 s of a first run.
+    column, and a second, scalar specialisation would add to a first run's compile.
     """
     zeros_c = zeros(width, like.dtype)
     ones_c = empty(width, like.dtype)
@@ -363,8 +362,7 @@ def _load_minibatch(X, table, y, order, start, B, rows, labels, Xb):
     labels; returns its size n."""
     n = min(B, order.shape[0] - start)
     # The labels are read here, in a loop of independent loads, rather than one at a
-    # time in the cross-entropy's loop, where each random read of y stalled it (1.8% of
-    # a pack's epoch at H = 40 B = 128, perf).
+    # time in the cross-entropy's loop, where each random read of y stalled it.
     for i in range(n):
         r = order[start + i]
         rows[i] = r

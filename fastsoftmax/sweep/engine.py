@@ -71,8 +71,7 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
     The body of _sweep's parallel loop, as a kernel of its own that _sweep reaches through a
     function pointer: numba's parfor passes type, lower and optimise a loop body again for
     the gufunc they wrap it in, and linked by name it would be optimised again at every
-    level.  Compiling both from an empty cache took 5.4 s against 7.4 s for the body inside
-    the loop (numba's compile events, one core).
+    level.  Apart, each is optimised once (docs/speed.md has the compile times).
     """
     Dp = kernels.pad_features(X.shape[1])
     Nv = Xv.shape[0]
@@ -129,8 +128,8 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
                 size = kernels.packed_size(kernels.pad_hidden(hidden[m]), Dp, K)
                 for c in range(c_int.shape[1]):
                     if c_int[C_GROUP, c] == g and c_int[C_EPOCHS, c] == e + 1:
-                        # A loop, not a slice assignment: that one's shape-mismatch
-                        # error path alone took 3 s to compile.
+                        # A loop, not a slice assignment, whose shape-mismatch error
+                        # path costs seconds of a first run's compile.
                         for i in range(size):
                             snaps[c_int[C_OFF, c] + i] = state[off[m] + i]
                 clocks[g, e + 1] = _cycles()
@@ -175,9 +174,7 @@ def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, ord
     parfor pass hoists it out of the prange body, so it was never seen.)
 
     The arrays are stacked because each argument of a parallel kernel costs compile time
-    on a first run, in the gufunc numba wraps the loop in: with 36 arguments this kernel
-    took 2.6 s to compile, and a toy parallel loop over a function pointer took 2.0 s with
-    36 array arguments and 0.95 s with 21 (one core, empty cache).
+    on a first run, in the gufunc numba wraps the loop in.
     """
     for w in numba.prange(plan.shape[0]):
         run_worker(np.int64(w), train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
@@ -234,14 +231,12 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
     # compile() loads from numba's cache or compiles, once per signature.  On a first
     # run the epoch kernel, the largest, compiles in a second process meanwhile, and its
     # typing compiles the small callees it shares with the validation kernel (the packed
-    # views, the scratch, then the gather, 1.2-2 s after the child starts).  Whichever
-    # process has cached a callee when the other asks for it saves the other that
-    # compile.  The child is the first run's critical path, so this process takes the
-    # gather (0.4 s) off it, compiling it first; then _tiles, which the kernels take as
-    # a pointer (the child does not need it), the worker and the parallel shell, and the
-    # validation kernel last, loading the callees the child has cached meanwhile.
-    # Timelines of first runs: the child's epoch kernel ends 0-1.4 s after this
-    # process's last compile (three runs).
+    # views, the scratch, then the gather).  Whichever process has cached a callee when
+    # the other asks for it saves the other that compile.  The child is the first run's
+    # critical path, so this process takes the gather off it, compiling it first; then
+    # _tiles, which the kernels take as a pointer (the child does not need it), the
+    # worker and the parallel shell, and the validation kernel last, loading the callees
+    # the child has cached meanwhile.  The two end close together (docs/speed.md).
     train_epoch = kernels.epoch_kernel(plan.g_opt)
     with compiled_aside(train_epoch, epoch.signature.args):
         _gather.compile(gather_types(X, table, plan.dtype))

@@ -41,10 +41,9 @@ def _rows_padded(lists) -> np.ndarray:
 
 # Groups trained together at most: each minibatch is gathered once for a pack.
 PACK_SIZE = 4
-# ...and the most bytes of weights a pack may hold.  The weights of four
-# 40-unit models (0.5 MiB) stay in a core's L2 cache between their turns, and
-# packs of four models with 128 to 256 hidden units ran 5-10% slower than the
-# models alone (every model's weights evicted by the others' at each step).
+# ...and the most bytes of weights a pack may hold: a pack's weights must stay in a
+# core's L2 cache between their turns, or each model's are evicted by the others' at
+# every step and the pack runs slower than its models alone (docs/speed.md).
 PACK_BYTES = 1 << 20
 
 
@@ -61,7 +60,7 @@ def writable(state: dict) -> dict:
     Pickle protocol 5, as Dask sends objects between processes, hands large
     arrays over as read-only views of the bytes received.  Numba types a
     read-only array apart from a writable one, so each would compile a second
-    specialization of the kernels on every worker (about 20 s), and arrays
+    specialization of the kernels on every worker, and arrays
     that are trained in place must be writable anyway: copy them, once.
     """
     return {k: v.copy() if isinstance(v, np.ndarray) and not v.flags.writeable else v
