@@ -23,10 +23,9 @@ class Params(NamedTuple):
     W2 : ndarray, shape (n_hidden, n_classes)
     b2 : ndarray, shape (n_classes,)
 
-    All four share one floating dtype.  ``W1`` produced by the Numba backend
-    is Fortran-ordered: it is the transpose of the (n_hidden, n_inputs)
-    C-ordered array the kernels use, so that the 784-long dimension is
-    innermost in memory.
+    All four share one floating dtype.  Both backends return fresh C-ordered
+    arrays; the kernels work on padded copies of the same layout
+    (:mod:`fastsoftmax.kernels.layout`).
     """
 
     W1: np.ndarray

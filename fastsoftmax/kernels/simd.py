@@ -96,20 +96,20 @@ def _target_features() -> str:
     return cpu_target.target_context.codegen().magic_tuple()[2]
 
 
-def _select() -> tuple[str, bool]:
+def _select() -> str:
     request = os.environ.get(ENV)
     if os.environ.get(_EMULATE_ENV):
         if not os.environ.get("NUMBA_CACHE_DIR"):
             raise SimdError(f"{_EMULATE_ENV} needs a private NUMBA_CACHE_DIR")
-        return "avx512", True
+        return "avx512"
     wants_avx2 = (request or "").strip().lower() == "avx2"
     # Turning AVX-512 off works only before numba's CPU target exists, and only
     # when the user has not named the target's features themselves.
     if wants_avx2 and numba.config.CPU_FEATURES is None and \
             "_toplevel_target_context" not in vars(cpu_target):
         numba.config.CPU_FEATURES = without_avx512(llvm.get_host_cpu_features().flatten())
-    return choose(request, parse_features(_target_features())), False
+    return choose(request, parse_features(_target_features()))
 
 
-WIDTH, EMULATED = _select()
+WIDTH = _select()
 VECTOR_BYTES = WIDTHS[WIDTH]
