@@ -1,9 +1,41 @@
 """The epoch kernel: one epoch of a pack of models sharing each minibatch, in place,
 and :class:`Packed`, the models it trains between epochs.
 
-Models trained together keep the kernel form (:mod:`.layout`) between epochs;
-during an epoch their W1 sit side by side in one wide matrix, so the two big
-products run once for the whole pack.
+Models trained together keep the kernel form (:mod:`.layout`) between epochs.
+Each minibatch is gathered once for all of them, and their first layers work
+side by side: for the epoch, the models' W1 are copied into the columns of one
+wide matrix, the pack layout (the plain-SGD models first, then the others, each
+H columns with no padding between models), so the forward product and the W1
+update each run once over all their hidden units, in full vectors, instead of
+once per model on narrow ones.  The rest of a step (softmax, cross-entropy, the
+backward pass, W2) runs model by model.  An output column of a product is the
+same chain of operations wherever it sits, and every per-model part reads only
+that model's columns, so each model sees exactly the operations it would see
+alone (P = 1): the results are bit-identical to training it alone.
+
+The epoch kernel's arguments, for P models (``epoch(X, table, y, order,
+batch_size, lrs, alphas, limits, state, offs, hidden, K, alive, losses, xents,
+opts, settings, slots, steps, tiles)``):
+
+- X (N, D): float of the model dtype with ``table`` None, or uint8 pixels with
+  ``table`` = pixel_table(dtype) (see steps._gather); y (N,) int64; order (N,)
+  int64 permutation, minibatches its consecutive slices (the last one smaller);
+- lrs, alphas (P,) of the model dtype; limits (P,) float64, the largest loss
+  accepted (reference.divergence_limit);
+- state 1-D: model m packed at offs[m] (see layout.packed_views) with hidden[m]
+  hidden units (unpadded; packed padded to a multiple of HIDDEN_TILE) and K classes;
+- opts (P,) int64: each model's rule (optimizers.SGD, MOMENTUM, NESTEROV, ADAM);
+  settings (P, 4) float64 (Optimizer.settings); slots (2, len(state)) of the model
+  dtype, the optimiser state packed like ``state`` ((2, 0) when every model is
+  plain SGD, which keeps none); steps (P,) int64, in and out, steps taken;
+- alive (P,) bool, in and out: models marked False are skipped; a model whose
+  loss diverges is marked False before that minibatch's update;
+- losses (P,) float64 out: mean loss (cross-entropy + L2), each minibatch
+  weighted by its size; NaN for models not alive at the end; xents (P,) float64
+  out: the same mean of the cross-entropy alone (no L2 term), comparable with a
+  validation cross-entropy;
+- tiles: products._tiles for the model dtype, as a function pointer (see
+  products.tiles_pointer).
 """
 
 from __future__ import annotations
@@ -16,8 +48,8 @@ from ._alloc import empty, zeros
 from ._tile import NORM_PARTIALS, square_sums
 from ._views import flat_view, grid_view
 from .jit import jit
-from .layout import (ORIGIN, _copy_columns, pack, pack_slots, pad_classes, pad_features, pad_hidden,
-                     pad_samples, packed_views, settings_of, table_for, unpack)
+from .layout import (ORIGIN, _copy_columns, pack, pack_slots, pad_classes, pad_features,
+                     pad_hidden, pad_samples, packed_views, settings_of, table_for, unpack)
 from .products import with_tiles
 from .steps import (_backward, _bias_update, _columns_norm, _input_product,
                     _load_minibatch, _logits, _optimizer_coefs, _optimizer_rule,
@@ -25,136 +57,180 @@ from .steps import (_backward, _bias_update, _columns_norm, _input_product,
                     _w2_update, _xent_grad)
 
 
-def _epoch_kernel(rules: bool):
-    """The epoch kernel, with the optimiser rules other than plain SGD (``rules``) or
-    without them.
+@jit(inline="always")
+def _lay_out(state, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas):
+    """The pack layout and each plain-SGD step's _tiles coefficients.
 
-    Without, the branches that step momentum, Nesterov and Adam are pruned before
-    typing (``rules`` is a constant of the closure), and the kernel compiles in about
-    2 s less: what the default grid, all SGD, pays on a first run.  Both kernels run
-    the same operations on a plain-SGD model, and give the same bits
-    (tests/test_kernels.py).  The one without raises if handed another rule.
-    """
+    Model m's W1 lies in columns cols[m] .. cols[m] + hidden[m] of the wide W1w
+    (Dp, Hw), -1 for a model not in it (not alive).  The plain-SGD block, columns up
+    to split, is padded to whole vectors: its update is fused into the product, with
+    per-column coefficients beta = 1 - lr alpha and gamma = -lr (decay_w, step_w
+    (split,); w2_coefs (P, 2, Kp) for W2); the other rules' block, split to Hw, gets
+    the gradient.  Returns (cols, split, Hw, W1w, decay_w, step_w, w2_coefs, widest),
+    widest a model with the most hidden units."""
+    one = state.dtype.type(1)
+    P = offs.shape[0]
+    cols = empty(P, np.int64)
+    c = ORIGIN
+    for m in range(P):
+        cols[m] = -1
+        if alive[m] and opts[m] == SGD:
+            cols[m] = c
+            c += hidden[m]
+    split = pad_hidden(c)
+    c = split
+    for m in range(P):
+        if alive[m] and opts[m] != SGD:
+            cols[m] = c
+            c += hidden[m]
+    Hw = pad_hidden(c)
+    W1w = zeros((Dp, Hw), state.dtype)
+    decay_w = empty(split, state.dtype)
+    step_w = zeros(split, state.dtype)
+    for j in range(split):
+        decay_w[j] = one
+    w2_coefs = empty((P, 2, Kp), state.dtype)
+    widest = 0
+    for m in range(P):
+        if hidden[m] > hidden[widest]:
+            widest = m
+        decay, step = one - lrs[m] * alphas[m], -lrs[m]
+        for k in range(Kp):
+            w2_coefs[m, 0, k] = decay
+            w2_coefs[m, 1, k] = step
+        if cols[m] < 0:
+            continue
+        H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
+        W1 = packed_views(state, offs[m], Hp, Dp, K)[0]
+        _copy_columns(W1, ORIGIN, W1w, cm, H)
+        if opts[m] == SGD:
+            for j in range(cm, cm + H):
+                decay_w[j] = decay
+                step_w[j] = step
+    return cols, split, Hw, W1w, decay_w, step_w, w2_coefs, widest
+
+
+@jit(inline="always")
+def _pack_scratch(state, offs, hidden, widest, B, Dp, K, Hw, split):
+    """An epoch's scratch for minibatches of up to B samples: what _scratch gives one
+    model (sized for the widest; each model's 2-D views of it have its own row stride),
+    the labels, the overwrite coefficients, the wide products' A (Xb W1 before the
+    bias) and dA, the other rules' W1 gradient, each model's b1, W2, b2 gradient
+    (packed as they are, kept until its W1 gradient is ready, so that one call of
+    _optimizer_rule steps every part), and the column sums of squares of W1w."""
+    Bp, Kp = pad_samples(B), pad_classes(K)
+    Hmax = pad_hidden(hidden[widest])
+    W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
+    rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1x, W2x)
+    zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Hmax, Kp))
+    return (rows, Xb, Hd, Z, G, dA, W2T, empty(B, np.int64), zeros_c, ones_c,
+            empty((Bp, Hw), state.dtype), zeros((Bp, Hw), state.dtype),
+            empty((Dp, Hw - split), state.dtype),
+            empty((offs.shape[0], Hmax + Hmax * Kp + K), state.dtype),
+            empty(Hw, state.dtype), empty(NORM_PARTIALS * Hw, state.dtype))
+
+
+@jit(inline="always")
+def _model_loss(A, cm, npad, n, H, b1, W2, b2, Hm, Z, G, K, labels, alpha, sq, zeros_c,
+                ones_c, tiles):
+    """One model's forward pass from the pack's product A, its softmax cross-entropy and
+    gradient G: (mean cross-entropy, that plus the L2 term)."""
+    _relu_bias(A, cm, npad, b1, H, Hm)
+    _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c, tiles)
+    xent = _xent_grad(Z, K, labels, n, G) / n
+    value = xent
+    if alpha != 0:
+        value += 0.5 * alpha * (_columns_norm(sq, cm, H) + _squared_norm(W2))
+    return xent, value
+
+
+@jit(inline="always")
+def _leave_layout(W1w, cm, W1, H, dAw, decay_w, step_w, sgd):
+    """A diverged model keeps its weights from before this minibatch and leaves the pack
+    layout: its W1 copied back, its columns of dA and (plain SGD) of the update's
+    coefficients set so that they stop changing."""
+    zero, one = W1w.dtype.type(0), W1w.dtype.type(1)
+    _copy_columns(W1w, cm, W1, ORIGIN, H)
+    for i in range(dAw.shape[0]):
+        for j in range(cm, cm + H):
+            dAw[i, j] = zero
+    if sgd:
+        for j in range(cm, cm + H):
+            decay_w[j] = one
+            step_w[j] = zero
+
+
+@jit(inline="always")
+def _model_backward(n, npad, Hm, G, W2, W2T, dAm, dAw, cm, H, gb1, gb2, zeros_c, ones_c,
+                    tiles):
+    """One model's backward pass, its dA copied into its columns of the pack's dAw."""
+    _backward(n, Hm, G, W2, W2T, dAm, gb1, gb2, zeros_c, ones_c, tiles)
+    for i in range(npad):
+        for j in range(H):
+            dAw[i, cm + j] = dAm[i, j]
+
+
+@jit(inline="always")
+def _other_rules_step(Xf, Dp, npad, dAw, Hw, split, gW1w, W1w, state, offs, hidden, cols,
+                      opts, lrs, alphas, settings, steps, slots, grad, K, zeros_c, ones_c,
+                      tiles):
+    """The W1 gradient of the other rules' block, Xb^T dA, then each of its models'
+    rule over its W1 (in the pack layout), b1, W2 and b2."""
+    _w1_product(Xf, Dp, npad, flat_view(dAw)[split:], Hw, flat_view(gW1w), Hw - split,
+                Hw - split, zeros_c, ones_c, tiles)
+    zero, Kp = state.dtype.type(0), pad_classes(K)
+    for m in range(offs.shape[0]):
+        if cols[m] < 0 or opts[m] == SGD:
+            continue
+        H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
+        coefs = _optimizer_coefs(state, lrs[m], settings[m], steps[m])
+        # Every row of its W1, then b1, W2 and b2 (which follow W1 in the packed
+        # model, as in grad): one call site, so the rules are compiled once.
+        rest = offs[m] + Dp * Hp
+        for seg in range(Dp + 3):
+            if seg < Dp:
+                w = W1w[seg, cm:cm + H]
+                g = gW1w[seg, cm - split:cm - split + H]
+                at, l2 = offs[m] + seg * Hp, alphas[m]
+            else:
+                lo, size, l2 = ORIGIN, Hp, zero
+                if seg == Dp + 1:
+                    lo, size, l2 = Hp, Hp * Kp, alphas[m]
+                elif seg == Dp + 2:
+                    lo, size = Hp + Hp * Kp, K
+                w = state[rest + lo:rest + lo + size]
+                g = grad[m, lo:lo + size]
+                at = rest + lo
+            _optimizer_rule(opts[m], w, g, slots[0, at:at + w.shape[0]],
+                            slots[1, at:at + w.shape[0]], lrs[m], l2, coefs)
+
+
+def _epoch_kernel(rules: bool):
+    """The epoch kernel (the module docstring), with the optimiser rules other than plain
+    SGD (``rules``) or without them: then the branches that step momentum, Nesterov and
+    Adam are pruned before typing (``rules`` is a constant of the closure), and the kernel
+    compiles in less time, which an all-SGD grid's first run pays.  Both run the same
+    operations on a plain-SGD model and give the same bits (tests/test_kernels.py); the
+    one without raises if handed another rule."""
 
     @jit
     def epoch(X, table, y, order, batch_size, lrs, alphas, limits, state, offs, hidden,
               K, alive, losses, xents, opts, settings, slots, steps, tiles):
-        """One epoch for P models that share the minibatch order, in place.
-
-        Each minibatch is gathered once for all of them, and their first layers
-        work side by side: for the epoch, the models' W1 are copied into the
-        columns of one wide matrix (the plain-SGD models first, then the others,
-        each H columns with no padding between models), so the forward product
-        and the W1 update each run once over all their hidden units, in full
-        vectors, instead of once per model on narrow ones.  The rest of a step
-        (softmax, cross-entropy, the backward pass, W2) runs model by model.  An
-        output column of a product is the same chain of operations wherever it
-        sits, and every per-model part reads only that model's columns, so each
-        model sees exactly the operations it would see alone (P = 1): the
-        results are bit-identical to training it alone.
-
-        X (N, D): float of the model dtype with ``table`` None, or uint8 pixels
-        with ``table`` = pixel_table(dtype) (see :func:`_gather`); y (N,) int64;
-        order (N,) int64 permutation, minibatches its consecutive slices (the
-        last one smaller).  lrs, alphas (P,) of the model dtype; limits (P,)
-        float64, the largest loss accepted (reference.divergence_limit).
-        state 1-D: model m packed at offs[m] (see :func:`packed_views`) with
-        hidden[m] hidden units (unpadded; packed padded to a multiple of
-        HIDDEN_TILE) and K classes.
-        opts (P,) int64: each model's rule (optimizers.SGD, MOMENTUM, NESTEROV,
-        ADAM); settings (P, 4) float64 (Optimizer.settings); slots (2, len(state))
-        of the model dtype, the optimiser state packed like ``state`` ((2, 0)
-        when every model is plain SGD, which keeps none); steps (P,) int64, in
-        and out, steps taken.
-        alive (P,) bool, in and out: models marked False are skipped; a model whose
-        loss diverges is marked False before that minibatch's update.
-        losses (P,) float64 out: mean loss (cross-entropy + L2), each minibatch
-        weighted by its size; NaN for models not alive at the end.
-        xents (P,) float64 out: the same mean of the cross-entropy alone (no L2
-        term), comparable with a validation cross-entropy.
-        tiles: :func:`_tiles` for the model dtype, as a function pointer (see
-        :func:`tiles_pointer`).
-        """
-        N = order.shape[0]
+        N, P = order.shape[0], offs.shape[0]
         B = min(batch_size, N)
-        P = offs.shape[0]
-        Dp = pad_features(X.shape[1])
-        Kp = pad_classes(K)
-        Bp = pad_samples(B)
-        dt = state.dtype.type
-        zero, one = dt(0), dt(1)
-        # The wide layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m];
-        # -1 for models not (or no longer) in it.  The plain-SGD block is padded
-        # to whole vectors: its update is fused into the product (per-column
-        # decay and learning rate); the other rules' block gets the gradient.
-        cols = empty(P, np.int64)
-        c = ORIGIN
-        for m in range(P):
-            cols[m] = -1
-            if alive[m] and opts[m] == SGD:
-                cols[m] = c
-                c += hidden[m]
-        split = pad_hidden(c)
-        c = split
-        for m in range(P):
-            if alive[m] and opts[m] != SGD:
-                if not rules:
-                    raise ValueError("_train_epoch_sgd trains plain-SGD models only")
-                cols[m] = c
-                c += hidden[m]
-        Hw = pad_hidden(c)
-        in_layout = 0
+        Dp, Kp, Bp = pad_features(X.shape[1]), pad_classes(K), pad_samples(B)
+        cols, split, Hw, W1w, decay_w, step_w, w2_coefs, widest = _lay_out(
+            state, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas)
+        if not rules and Hw > split:
+            raise ValueError("_train_epoch_sgd trains plain-SGD models only")
+        (rows, Xb, Hd, Z, G, dA, W2T, labels, zeros_c, ones_c, A, dAw, gW1w, grad, sq,
+         sq_parts) = _pack_scratch(state, offs, hidden, widest, B, Dp, K, Hw, split)
+        hd, da, w2t = flat_view(Hd), flat_view(dA), flat_view(W2T)
+        in_layout, norms = 0, False
         for m in range(P):
             in_layout += cols[m] >= 0
-        W1w = zeros((Dp, Hw), state.dtype)
-        # A plain-SGD step's _tiles coefficients, beta = 1 - lr alpha and gamma = -lr:
-        # per column of the SGD block for W1, in each of the Kp columns for W2.
-        decay_w = empty(split, state.dtype)
-        step_w = zeros(split, state.dtype)
-        for j in range(split):
-            decay_w[j] = one
-        w2_coefs = empty((P, 2, Kp), state.dtype)
-        widest = 0
-        for m in range(P):
-            if hidden[m] > hidden[widest]:
-                widest = m
-            decay, step = one - lrs[m] * alphas[m], -lrs[m]
-            for k in range(Kp):
-                w2_coefs[m, 0, k] = decay
-                w2_coefs[m, 1, k] = step
-            if cols[m] < 0:
-                continue
-            H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
-            W1 = packed_views(state, offs[m], Hp, Dp, K)[0]
-            _copy_columns(W1, ORIGIN, W1w, cm, H)
-            if opts[m] == SGD:
-                for j in range(cm, cm + H):
-                    decay_w[j] = decay
-                    step_w[j] = step
-        # Scratch: the wide products' (A = Xb W1 before bias, dA), and one model's
-        # at a time, sized for the widest; each model's 2-D views of it have that
-        # model's own row stride.
-        Hmax = pad_hidden(hidden[widest])
-        W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
-        rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1x, W2x)
-        labels = empty(B, np.int64)
-        zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Hmax, Kp))
-        A = empty((Bp, Hw), state.dtype)
-        dAw = zeros((Bp, Hw), state.dtype)
-        gW1w = empty((Dp, Hw - split), state.dtype)  # the other rules' W1 gradient
-        hd, da, w2t = flat_view(Hd), flat_view(dA), flat_view(W2T)
-        # Each model's b1, W2, b2 gradient (packed as they are), kept until its W1
-        # gradient is ready: one call of _optimizer_rule then steps every part.
-        grad = empty((P, Hmax + Hmax * Kp + K), state.dtype)
-        # Column sums of squares of W1w, for the L2 terms: one pass over it per step
-        # (after the forward product, before any update), for every model at once.
-        norms = False
-        for m in range(P):
-            norms |= alphas[m] != 0
-        sq = empty(Hw, state.dtype)
-        sq_parts = empty(NORM_PARTIALS * Hw, state.dtype)
-        total = zeros(P, np.float64)
-        total_xent = zeros(P, np.float64)
+            norms |= alphas[m] != 0  # then one pass over W1w per step sums its columns
+        total, total_xent = zeros(P, np.float64), zeros(P, np.float64)
         for start in range(0, N, B):
             if in_layout == 0:
                 break  # every model has diverged
@@ -166,83 +242,38 @@ def _epoch_kernel(rules: bool):
             for m in range(P):
                 if cols[m] < 0:
                     continue
-                H, Hp, cm, off = hidden[m], pad_hidden(hidden[m]), cols[m], offs[m]
-                W1, b1, W2, b2 = packed_views(state, off, Hp, Dp, K)
-                Hm = grid_view(hd, Bp, Hp)
-                dAm = grid_view(da, Bp, Hp)
-                _relu_bias(A, cm, npad, b1, H, Hm)
-                _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c, tiles)
-                lr, alpha = lrs[m], alphas[m]
-                xent = _xent_grad(Z, K, labels, n, G) / n
-                value = xent
-                if alpha != 0:
-                    value += 0.5 * alpha * (_columns_norm(sq, cm, H) + _squared_norm(W2))
-                if not value <= limits[m]:  # NaN compares False
-                    # Diverged: it keeps its weights from before this minibatch,
-                    # and leaves the wide layout (its columns stop changing).
-                    alive[m] = False
-                    cols[m] = -1
+                H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
+                W1, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
+                Hm, dAm = grid_view(hd, Bp, Hp), grid_view(da, Bp, Hp)
+                xent, value = _model_loss(A, cm, npad, n, H, b1, W2, b2, Hm, Z, G, K, labels,
+                                          alphas[m], sq, zeros_c, ones_c, tiles)
+                if not value <= limits[m]:  # diverged (NaN compares False)
+                    alive[m], cols[m] = False, -1
                     in_layout -= 1
-                    _copy_columns(W1w, cm, W1, ORIGIN, H)
-                    for i in range(Bp):
-                        for j in range(cm, cm + H):
-                            dAw[i, j] = zero
-                    if opts[m] == SGD:
-                        for j in range(cm, cm + H):
-                            decay_w[j] = one
-                            step_w[j] = zero
+                    _leave_layout(W1w, cm, W1, H, dAw, decay_w, step_w, opts[m] == SGD)
                     continue
                 gb1, gb2 = grad[m, :Hp], grad[m, Hp + Hp * Kp:Hp + Hp * Kp + K]
-                _backward(n, Hm, G, W2, grid_view(w2t, Kp, Hp), dAm, gb1, gb2, zeros_c, ones_c,
-                          tiles)
-                for i in range(npad):
-                    for j in range(H):
-                        dAw[i, cm + j] = dAm[i, j]
+                _model_backward(n, npad, Hm, G, W2, grid_view(w2t, Kp, Hp), dAm, dAw, cm, H,
+                                gb1, gb2, zeros_c, ones_c, tiles)
                 steps[m] += 1
-                if not rules or opts[m] == SGD:
-                    # after _backward used the old W2
+                if not rules or opts[m] == SGD:  # after _backward used the old W2
                     _w2_update(Hm, n, G, W2, w2_coefs[m, 0], w2_coefs[m, 1], tiles)
-                    _bias_update(lr, b1, b2, gb1, gb2)
+                    _bias_update(lrs[m], b1, b2, gb1, gb2)
                 else:
-                    _w2_update(Hm, n, G, grid_view(grad[m, Hp:Hp + Hp * Kp], Hp, Kp), zeros_c,
-                               ones_c, tiles)
+                    _w2_update(Hm, n, G, grid_view(grad[m, Hp:Hp + Hp * Kp], Hp, Kp),
+                               zeros_c, ones_c, tiles)
                 total[m] += value * n
                 total_xent[m] += xent * n
             # W1 of the SGD block: W1 = (1 - lr alpha) W1 - lr Xb^T dA, per column;
             # of the others: their gradient Xb^T dA, then each one's rule.
-            Xf = flat_view(Xb)
             if split > 0:
-                _w1_product(Xf, Dp, npad, flat_view(dAw), Hw, flat_view(W1w), Hw, split, decay_w,
-                            step_w, tiles)
+                _w1_product(flat_view(Xb), Dp, npad, flat_view(dAw), Hw, flat_view(W1w), Hw,
+                            split, decay_w, step_w, tiles)
             if rules and Hw > split:
-                _w1_product(Xf, Dp, npad, flat_view(dAw)[split:], Hw, flat_view(gW1w), Hw - split,
-                            Hw - split, zeros_c, ones_c, tiles)
-                for m in range(P):
-                    if cols[m] < 0 or opts[m] == SGD:
-                        continue
-                    H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
-                    coefs = _optimizer_coefs(state, lrs[m], settings[m], steps[m])
-                    # Every row of its W1 (in the wide layout), then b1, W2 and b2 (which
-                    # follow W1 in the packed model, as in grad): one call site, so the
-                    # rules are compiled once (each site cost ~1 s of a first run).
-                    rest = offs[m] + Dp * Hp
-                    for seg in range(Dp + 3):
-                        if seg < Dp:
-                            w = W1w[seg, cm:cm + H]
-                            g = gW1w[seg, cm - split:cm - split + H]
-                            at, l2 = offs[m] + seg * Hp, alphas[m]
-                        else:
-                            lo, size, l2 = ORIGIN, Hp, zero
-                            if seg == Dp + 1:
-                                lo, size, l2 = Hp, Hp * Kp, alphas[m]
-                            elif seg == Dp + 2:
-                                lo, size = Hp + Hp * Kp, K
-                            w = state[rest + lo:rest + lo + size]
-                            g = grad[m, lo:lo + size]
-                            at = rest + lo
-                        _optimizer_rule(opts[m], w, g, slots[0, at:at + w.shape[0]],
-                                        slots[1, at:at + w.shape[0]], lrs[m], l2, coefs)
-        for m in range(P):
+                _other_rules_step(flat_view(Xb), Dp, npad, dAw, Hw, split, gW1w, W1w, state,
+                                  offs, hidden, cols, opts, lrs, alphas, settings, steps,
+                                  slots, grad, K, zeros_c, ones_c, tiles)
+        for m in range(P):  # each model still in the layout gets its W1 back
             if cols[m] >= 0:
                 W1 = packed_views(state, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
                 _copy_columns(W1w, cols[m], W1, ORIGIN, hidden[m])
