@@ -1,5 +1,22 @@
 """Evaluation: the forward pass of one or many models over a data set, in blocks of
-samples, for the loss, the accuracy and the probabilities."""
+samples, for the loss, the accuracy and the probabilities.
+
+``_forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, proba,
+want_proba, tiles)`` runs M models over all of X (N, D), in blocks of EVAL_BLOCK
+samples.  Each block is gathered once for all models, and the first layer's product
+runs once over their W1 side by side (the pack layout of :mod:`.epoch`); the rest
+runs model by model.  Each model sees the operations it would see alone: its results
+are bit-identical alone or among others.
+
+- X and table as for steps._gather; state 1-D: model m packed at offs[m] (see
+  layout.packed_views) with hidden[m] hidden units (unpadded) and K classes;
+- alive (M,) bool: models marked False are skipped, their outputs left as they are;
+- with y given (length N): ce (M,) float64 out, the summed cross-entropy, and correct
+  (M,) int64 out, the number of argmax predictions equal to y (y of length 0 leaves
+  both as they are);
+- with ``want_proba``: proba (M, N, K) out, the softmax probabilities;
+- tiles: products._tiles for the model dtype, as a function pointer.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +28,8 @@ from ._exp import exp_nonpositive
 from ._tile import ROWS
 from ._views import flat_view, grid_view
 from .jit import jit
-from .layout import (ORIGIN, _copy_columns, pack, pad_features, pad_hidden, pad_samples, packed_views,
-                     table_for)
+from .layout import (ORIGIN, _copy_columns, pack, pad_features, pad_hidden, pad_samples,
+                     packed_views, table_for)
 from .products import with_tiles
 from .steps import _gather, _input_product, _logits, _overwrite_coefs, \
     _relu_bias, _scratch, _squared_norm
@@ -25,27 +42,9 @@ EVAL_BLOCK = np.int64(42 * ROWS)  # samples per forward block when evaluating
 @jit
 def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, proba, want_proba,
                     tiles):
-    """Forward pass of M models over all of X (N, D), in blocks of EVAL_BLOCK samples.
-
-    X and table as for :func:`_gather`.  state 1-D: model m packed at offs[m]
-    (see :func:`packed_views`) with hidden[m] hidden units (unpadded) and K
-    classes; alive (M,) bool: models marked False are skipped, their outputs
-    left as they are.  Each block is gathered once for all models, and the
-    first layer's product runs once over their W1 side by side (as in
-    :func:`_train_epoch_many`); the rest runs model by model.  Each model sees
-    the operations it would see alone: its results are bit-identical alone or
-    among others.
-    With y given (len N): ce (M,) float64 out, the summed cross-entropy, and
-    correct (M,) int64 out, the number of argmax predictions equal to y (y of
-    length 0 leaves both as they are).  With ``want_proba``: proba (M, N, K)
-    out, the softmax probabilities.  tiles: :func:`_tiles` for the model dtype, as a
-    function pointer (see :func:`tiles_pointer`).
-    """
-    N = X.shape[0]
-    M = offs.shape[0]
-    Dp = pad_features(X.shape[1])
-    dt = state.dtype.type
-    # The wide layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m].
+    """Forward pass of M models over all of X (N, D): see the module docstring."""
+    N, M, Dp, dt = X.shape[0], offs.shape[0], pad_features(X.shape[1]), state.dtype.type
+    # The pack layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m].
     cols = empty(M, np.int64)
     c = ORIGIN
     widest = -1
