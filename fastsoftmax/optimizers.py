@@ -99,11 +99,13 @@ def make_optimizer(optimizer="sgd", momentum=0.9, nesterov=False, beta1=0.9, bet
                    epsilon=1e-8) -> Optimizer:
     """A checked :class:`Optimizer`; a bad argument raises ValueError naming it.
 
-    ``optimizer`` may also be an :class:`Optimizer` (returned as it is) or the
-    grid axis name "nesterov" (momentum with nesterov=True).
+    ``optimizer`` may also be an :class:`Optimizer` (its settings checked, the other
+    arguments ignored) or the grid axis name "nesterov" (momentum with nesterov=True).
     """
     if isinstance(optimizer, Optimizer):
-        return optimizer
+        o = optimizer
+        optimizer, momentum, nesterov, beta1, beta2, epsilon = (
+            o.name, o.momentum, o.nesterov, o.beta1, o.beta2, o.epsilon)
     if optimizer == "nesterov":
         optimizer, nesterov = "momentum", True
     if optimizer not in NAMES:

@@ -147,8 +147,10 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
     X_val, y_val : optional validation set, evaluated after every epoch
     params : optional Params to start from instead of a fresh initialisation
     n_classes : number of output classes (10 for Fashion-MNIST)
-    optimizer : "sgd" (default: plain SGD), "momentum" or "adam"; the update
-        rules are in :mod:`fastsoftmax.optimizers`
+    optimizer : "sgd" (default: plain SGD), "momentum" or "adam", or an
+        :class:`~fastsoftmax.optimizers.Optimizer` with its settings (then the four
+        settings below are not read); the update rules are in
+        :mod:`fastsoftmax.optimizers`
     momentum : float in [0, 1), for "momentum" (0.9)
     nesterov : bool, Nesterov's momentum (for "momentum"; default False, as torch)
     beta1, beta2 : floats in [0, 1), Adam's moment decay rates (0.9, 0.999)
@@ -168,26 +170,12 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
     alpha = check_nonnegative_float(alpha, "alpha")
     n_classes = check_positive_int(n_classes, "n_classes")
     opt = make_optimizer(optimizer, momentum, nesterov, beta1, beta2, epsilon)
-    if params is None:
-        hidden_size = check_positive_int(hidden_size, "hidden_size")
-        n_features = None
-    else:
-        params = check_params(params, dtype)
-        n_features, hidden_size, n_out = params.shape
-        if n_out != n_classes:
-            raise ValueError(f"params has {n_out} outputs but n_classes is {n_classes}")
-    X = check_X(X, dtype, n_features, keep_pixels=True)
-    y = check_y(y, X.shape[0], n_classes)
-    if (X_val is None) != (y_val is None):
-        raise ValueError("X_val and y_val must be given together")
-    if X_val is not None:
-        X_val = check_X(X_val, dtype, X.shape[1], name="X_val", keep_pixels=True)
-        y_val = check_y(y_val, X_val.shape[0], n_classes, name="y_val")
-    if params is None:
-        if optimizer_state is not None:
-            raise ValueError("optimizer_state needs the params it belongs to: pass params too")
-        params = init_params(X.shape[1], hidden_size, n_classes, seed=seed, dtype=dtype)
+    fresh = params is None
+    params, X, y, X_val, y_val = _start(params, hidden_size, n_classes, seed, dtype, X, y,
+                                        X_val, y_val)
     if optimizer_state is not None:
+        if fresh:
+            raise ValueError("optimizer_state needs the params it belongs to: pass params too")
         optimizer_state = check_optimizer_state(optimizer_state, opt, params)
     orders = minibatch_orders(X.shape[0], epochs, seed)
     limit = reference.divergence_limit(params, alpha, n_classes)
@@ -210,6 +198,29 @@ def train(X, y, hidden_size: int = 40, batch_size: int = 64, learning_rate: floa
             history.val_accuracy.append(val_acc)
         history.seconds.append(time.perf_counter() - t0)
     return TrainResult(engine.params(), history, diverged, engine.optimizer_state())
+
+
+def _start(params, hidden_size, n_classes, seed, dtype, X, y, X_val, y_val):
+    """:func:`train`'s data, checked, and the model it starts from: ``params`` checked
+    against them, or a fresh one.  Returns (params, X, y, X_val, y_val)."""
+    if params is None:
+        hidden_size = check_positive_int(hidden_size, "hidden_size")
+        n_features = None
+    else:
+        params = check_params(params, dtype)
+        n_features, hidden_size, n_out = params.shape
+        if n_out != n_classes:
+            raise ValueError(f"params has {n_out} outputs but n_classes is {n_classes}")
+    X = check_X(X, dtype, n_features, keep_pixels=True)
+    y = check_y(y, X.shape[0], n_classes)
+    if (X_val is None) != (y_val is None):
+        raise ValueError("X_val and y_val must be given together")
+    if X_val is not None:
+        X_val = check_X(X_val, dtype, X.shape[1], name="X_val", keep_pixels=True)
+        y_val = check_y(y_val, X_val.shape[0], n_classes, name="y_val")
+    if params is None:
+        params = init_params(X.shape[1], hidden_size, n_classes, seed=seed, dtype=dtype)
+    return params, X, y, X_val, y_val
 
 
 def _prepare(params, X, n_features_name="X"):

@@ -156,6 +156,9 @@ def test_train_takes_state_back():
     (dict(optimizer="adam", beta2="0.9"), "beta2 must be a real number"),
     (dict(optimizer="adam", epsilon=0.0), "epsilon must be > 0"),
     (dict(optimizer="momentum", nesterov="yes"), "nesterov must be True or False"),
+    # an Optimizer built by hand is checked as make_optimizer checks its arguments
+    (dict(optimizer=Optimizer("momentum", momentum=1.5)), r"momentum must be in \[0, 1\)"),
+    (dict(optimizer=Optimizer("adagrad")), "optimizer must be one of"),
 ])
 def test_bad_settings_name_the_argument(kwargs, match):
     X, y = make_data(10, n_features=5)
@@ -176,6 +179,16 @@ def test_bad_state_is_refused():
         fs.train(X, y, optimizer_state=r.optimizer_state, optimizer="momentum")
     with pytest.raises(ValueError, match="must be an OptimizerState"):
         fs.train(X, y, params=r.params, optimizer_state={"v": 1}, optimizer="momentum")
+
+
+def test_an_optimizer_object_trains_as_its_name_and_settings_do():
+    X, y = make_data(40, n_features=6, dtype=np.float32)
+    by_name = fs.train(X, y, hidden_size=4, epochs=2, optimizer="momentum", momentum=0.5,
+                       nesterov=True)
+    by_object = fs.train(X, y, hidden_size=4, epochs=2,
+                         optimizer=Optimizer("momentum", momentum=0.5, nesterov=True))
+    for a, b in zip(by_name.params, by_object.params):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_codes_and_names():
