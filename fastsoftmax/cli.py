@@ -311,19 +311,15 @@ def _main(args) -> int:
     try:
         if not todo:
             result = None
-        elif args.scheduler is not None:
-            from .sweep.cluster import ClusterError, run_sweep_on_cluster
+        else:
+            from .sweep.cluster import ClusterError  # imports no Dask by itself
             try:
-                result = run_sweep_on_cluster(todo, X, y, Xv, yv, scheduler=args.scheduler,
-                                              dtype=dtype, seed=args.seed, on_record=on_record,
-                                              on_progress=progress, on_phase=on_phase)
+                result = run_sweep(todo, X, y, Xv, yv, dtype=dtype, workers=args.workers,
+                                   scheduler=args.scheduler, seed=args.seed,
+                                   on_record=on_record, on_progress=progress, on_phase=on_phase)
             except ClusterError as exc:
                 print(f"fastsoftmax.sweep: {exc}", file=sys.stderr)
                 return EXIT_DATA
-        else:
-            result = run_sweep(todo, X, y, Xv, yv, dtype=dtype, workers=args.workers,
-                               seed=args.seed, on_record=on_record, on_progress=progress,
-                               on_phase=on_phase)
     finally:
         progress.close()
         if folder is not None:

@@ -26,7 +26,7 @@ from helpers import SMALL_ARGS, make_data
 distributed = pytest.importorskip(
     "distributed", reason="the cluster tests need dask.distributed: pip install "
                           "'.[dask]' (part of '.[test]')")
-from fastsoftmax.sweep.cluster import parse_scheduler, run_sweep_on_cluster  # noqa: E402
+from fastsoftmax.sweep.cluster import parse_scheduler  # noqa: E402
 
 WAIT = 120  # seconds any one step may take, worker start-up and compile included
 AXES = grid.AXES
@@ -81,9 +81,8 @@ def test_local_cluster_equals_the_local_sweep_bit_for_bit(small):
                               epochs=[1, 3], alpha=[1e-3], hidden_size=[5, 20])
     here = run_sweep(configs, *small, workers=2, seed=4)
     seen, phases = [], []
-    there = run_sweep_on_cluster(configs, *small, scheduler="local:2", seed=4,
-                                 on_record=seen.append,
-                                 on_phase=lambda name, w: phases.append((name, w)))
+    there = run_sweep(configs, *small, scheduler="local:2", seed=4, on_record=seen.append,
+                      on_phase=lambda name, w: phases.append((name, w)))
     same_sweeps(here, there)
     assert not there.interrupted and any(r.diverged for r in there.records)  # lr 1e3
     assert sorted(r.config for r in seen) == sorted(configs)  # each streamed once
@@ -187,8 +186,8 @@ def test_a_worker_killed_mid_sweep_has_its_packs_rerun(dask_cluster):
             time.sleep(0.05)
 
     # One group a task, so there is always a pack running to be lost.
-    there = run_sweep_on_cluster(configs, X, y, Xv, yv, scheduler=address, seed=1,
-                                 on_record=kill_a_busy_worker, pack_size=1)
+    there = run_sweep(configs, X, y, Xv, yv, scheduler=address, seed=1,
+                      on_record=kill_a_busy_worker, pack_size=1)
     assert killed
     here = run_sweep(configs, X, y, Xv, yv, workers=2, seed=1, pack_size=1)
     same_sweeps(here, there)  # every configuration recorded once, none lost

@@ -8,12 +8,12 @@ The package, bottom up:
   written and read back;
 - :mod:`.plan`: a grid laid out once as the arrays the kernels read;
 - :mod:`.engine`: the compiled parallel loop that trains a plan's packs;
-- :mod:`.local` (:func:`run_sweep`, on this machine's cores) and
-  :mod:`.cluster` (the packs as tasks on a Dask cluster).
+- :mod:`.local` (on this machine's cores) and :mod:`.cluster` (the packs as tasks on a
+  Dask cluster), the two runners of :mod:`.runner`'s :func:`run_sweep`.
 """
 
 from .grid import Config
-from .local import run_sweep
+from .runner import run_sweep
 from .plan import PACK_SIZE, make_plan
 from .results import Record, SweepOutput
 

@@ -29,11 +29,9 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .. import kernels
-from ..host.interrupts import noted_interrupts
 from ..params import minibatch_orders
-from .engine import _cycles, new_records, run_plan, seconds_per_cycle, trained_params
-from .plan import PACK_SIZE, Plan, make_plan, writable
-from .results import SweepOutput
+from .engine import _cycles, run_plan, seconds_per_cycle
+from .plan import Plan, writable
 
 DASK_EXTRA = ("a Dask cluster needs dask.distributed: pip install 'fastsoftmax[dask]' "
               "(or, in a clone, pip install '.[dask]')")
@@ -133,74 +131,71 @@ def _client(scheduler: str):
                            f"{CONNECT_SECONDS:g} s ({type(exc).__name__}: {exc})") from None
 
 
-def run_sweep_on_cluster(configs, X, y, X_val, y_val, *, scheduler: str, n_classes: int = 10,
-                         seed: int = 0, on_record=None, on_progress=None, on_phase=None,
-                         poll_seconds: float = 0.2, dtype=None,
-                         pack_size: int = PACK_SIZE) -> SweepOutput:
-    """:func:`fastsoftmax.sweep.run_sweep`, with the packs run as tasks on a Dask cluster.
+class ClusterRunner:
+    """The packs of a plan as tasks on a Dask cluster (:func:`.runner.run_sweep` with a
+    scheduler).  Records come back as their packs finish.  A worker that dies has its
+    packs run again elsewhere (Dask reschedules them; a pack's result is taken once).
+    ClusterError when Dask is missing, the scheduler cannot be reached, no worker
+    joins, or a pack fails for good."""
 
-    scheduler : ``tcp://HOST:PORT`` of a running scheduler, or ``local:N`` to
-        start N worker processes on this machine (closed again at the end)
-    on_phase(name, workers) : "connect" before reaching the cluster, then
-        "train" with the number of worker threads the cluster has
+    def __init__(self, plan: Plan, X, y, X_val, y_val, seed: int, scheduler: str):
+        self.plan, self.scheduler = plan, scheduler
+        self.data = SharedData(X, y, X_val, y_val, kernels.table_for(X, plan.dtype),
+                               minibatch_orders(X.shape[0], plan.epochs, seed))
+        self.out = plan.outputs()
+        self.snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
+        self.secs = np.zeros(self.out.epoch_end.shape)
+        self.client = self.cluster = None
+        self.pending = {}  # future -> (pack index, the pack's own plan, as sent)
+        self.done = 0  # epochs of the packs taken
 
-    Records reach on_record as their packs finish.  A worker that dies has
-    its packs run again elsewhere (Dask reschedules them; a pack's result is
-    taken once).  Ctrl-C cancels the cluster's tasks and returns the
-    finished configurations with ``interrupted``.  ClusterError when Dask is
-    missing, the scheduler cannot be reached, or no worker joins.
-    """
-    plan = make_plan(configs, X, X_val, n_classes=n_classes, seed=seed, dtype=dtype,
-                     pack_size=pack_size)
-    if on_phase is not None:
-        on_phase("connect", 0)
-    client, cluster = _client(scheduler)
-    try:
-        return _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phase,
-                    poll_seconds)
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+    def prepare(self, on_phase) -> None:
+        """Connect, wait for a worker, scatter the data, and submit every pack."""
+        if on_phase is not None:
+            on_phase("connect", 0)
+        self.client, self.cluster = _client(self.scheduler)
+        try:
+            self.client.wait_for_workers(1, timeout=WORKERS_SECONDS)
+        except TimeoutError:
+            raise ClusterError(f"no worker joined the scheduler at "
+                               f"{self.client.scheduler.address} within "
+                               f"{WORKERS_SECONDS:g} s") from None
+        [shared] = self.client.scatter([self.data], broadcast=True)  # to every worker, once
+        if on_phase is not None:
+            on_phase("train", sum(self.client.nthreads().values()))
+        plan = self.plan
+        # Costliest packs first, so the last to finish are short ones.
+        order = sorted(range(len(plan.packs)),
+                       key=lambda p: -sum(plan.g_cost[g] for g in plan.packs[p]))
+        for rank, p in enumerate(order):
+            sub = plan.pack_plan(p)
+            future = self.client.submit(
+                train_pack, shared, sub, pure=False, priority=len(order) - rank, retries=2,
+                key=f"fastsoftmax-pack-{p}-{id(plan):x}-{time.time_ns()}")
+            self.pending[future] = p, sub
 
+    def start(self) -> None:
+        pass  # the packs were submitted by prepare
 
-def _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phase,
-         poll_seconds) -> SweepOutput:
-    from dask.distributed import CancelledError, wait
+    def busy(self) -> bool:
+        return bool(self.pending)
 
-    try:
-        client.wait_for_workers(1, timeout=WORKERS_SECONDS)
-    except TimeoutError:
-        raise ClusterError(f"no worker joined the scheduler at {client.scheduler.address} "
-                           f"within {WORKERS_SECONDS:g} s") from None
-    threads = sum(client.nthreads().values())
-    data = SharedData(X, y, X_val, y_val, kernels.table_for(X, plan.dtype),
-                      minibatch_orders(X.shape[0], plan.epochs, seed))
-    [shared] = client.scatter([data], broadcast=True)  # to every worker, once
-    if on_phase is not None:
-        on_phase("train", threads)
+    def wait(self, seconds: float) -> None:
+        """Take the packs that finish within ``seconds``."""
+        from dask.distributed import wait
 
-    out = plan.outputs()
-    snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
-    secs = np.zeros(out.epoch_end.shape)
-    records: dict = {}
-    # Costliest packs first, so the last to finish are short ones.
-    order = sorted(range(len(plan.packs)), key=lambda p: -sum(plan.g_cost[g]
-                                                               for g in plan.packs[p]))
-    pending = {}  # future -> (pack index, the pack's own plan, as sent)
-    for rank, p in enumerate(order):
-        sub = plan.pack_plan(p)
-        future = client.submit(train_pack, shared, sub, pure=False,
-                               priority=len(order) - rank, retries=2,
-                               key=f"fastsoftmax-pack-{p}-{id(plan):x}-{time.time_ns()}")
-        pending[future] = p, sub
-    total_epochs = int(plan.g_epochs.sum())
-    epochs_done = 0
-    interrupted = False
+        try:
+            finished, _ = wait(list(self.pending), timeout=seconds,
+                               return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            finished = set()
+        for future in finished:
+            self._take(future)
 
-    def take(future):
-        nonlocal epochs_done
-        p, sub = pending.pop(future)
+    def _take(self, future) -> None:
+        from dask.distributed import CancelledError
+
+        p, sub = self.pending.pop(future)
         try:
             result = future.result()
         except CancelledError:
@@ -209,42 +204,41 @@ def _run(client, plan, X, y, X_val, y_val, seed, on_record, on_progress, on_phas
         except Exception as exc:  # KilledWorker after Dask's retries, a worker without fastsoftmax
             raise ClusterError(f"a pack failed on the cluster: {type(exc).__name__}: {exc}") \
                 from exc
+        plan, out = self.plan, self.out
         members = plan.packs[p]
         part, E = result["out"], result["out"].train_loss.shape[1]
         for name in ("train_loss", "train_xent", "val_loss", "val_acc", "epoch_end"):
             getattr(out, name)[members, :E] = getattr(part, name)
-        secs[members, :E] = result["seconds"]
+        self.secs[members, :E] = result["seconds"]
         # the pack's configurations, in the order its own plan lists them
         cis = [ci for ci, (gi, _) in enumerate(plan.flat_configs) if gi in members]
         for j, ci in enumerate(cis):
-            snaps[plan.c_off[ci]:plan.c_off[ci] + plan.c_size[ci]] = \
+            self.snaps[plan.c_off[ci]:plan.c_off[ci] + plan.c_size[ci]] = \
                 result["snaps"][sub.c_off[j]:sub.c_off[j] + sub.c_size[j]]
         # progress last: new_records reads it as the sign that the rest is there
         out.diverged[members] = part.diverged
         out.epochs_done[members] = part.epochs_done
-        epochs_done += int(plan.g_epochs[members].sum())
-        for rec in new_records(plan, out, records, lambda gi, last: float(secs[gi, last - 1])):
-            if on_record is not None:
-                on_record(rec)
+        self.done += int(plan.g_epochs[members].sum())
 
-    with noted_interrupts() as ctrl_c:
-        try:
-            while pending and not interrupted:
-                try:
-                    finished, _ = wait(list(pending), timeout=poll_seconds,
-                                       return_when="FIRST_COMPLETED")
-                except TimeoutError:
-                    finished = set()
-                except KeyboardInterrupt:  # where SIGINT has a handler of its own
-                    interrupted = True
-                    finished = set()
-                for future in finished:
-                    take(future)
-                if on_progress is not None:
-                    on_progress(epochs_done, total_epochs)
-                interrupted = interrupted or ctrl_c.requested
-        finally:
-            if pending:
-                client.cancel(list(pending))
-    ordered = [records[ci] for ci in sorted(records)]
-    return SweepOutput(ordered, trained_params(plan, records, snaps), interrupted)
+    def seconds(self, gi: int, last: int) -> float:
+        return float(self.secs[gi, last - 1])
+
+    def epochs_done(self) -> int:
+        return self.done
+
+    def stop(self) -> None:
+        if self.pending:
+            self.client.cancel(list(self.pending))
+            self.pending.clear()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.stop()
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def check(self) -> None:
+        pass  # a failed pack raised ClusterError where it was taken
