@@ -33,6 +33,10 @@ class UsageError(Exception):
     """Bad command line: one line on stderr, exit status 2, nothing written."""
 
 
+class Failed(Exception):
+    """The data, the cluster or an extra let the run down: one line on stderr, exit 1."""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
         raise UsageError(message)
@@ -221,6 +225,9 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"fastsoftmax.sweep: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Failed as exc:
+        print(f"fastsoftmax.sweep: {exc}", file=sys.stderr)
+        return EXIT_DATA
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM in any phase: no traceback, say what is kept
         return report_stop("fastsoftmax.sweep", _kept(args))
 
@@ -250,47 +257,89 @@ def _main(args) -> int:
         try:
             require_matplotlib()
         except MissingExtra as exc:
-            print(f"fastsoftmax.sweep: --report: {exc}", file=sys.stderr)
-            return EXIT_DATA
+            raise Failed(f"--report: {exc}") from None
     configs = _configs(args)
-    dtype = np.dtype(args.dtype)
+    ds, data = _load(args)
+    folder, done = _open_folder(args, configs, ds)
+    finished = {r.config for r in done}
+    todo = [c for c in configs if c not in finished]
+    result, trained = _train(args, todo, data, folder, len(configs), len(done))
+    ranked = sorted(done + trained, key=Record.rank_key)
+    best = ranked[0]
+    if best.diverged:
+        print(format_table(ranked))
+        print("fastsoftmax.sweep: every configuration diverged; no model to test", file=sys.stderr)
+        if args.report:  # the table and curves still say what happened
+            _write_report(args, folder.path, ds)
+        return 1
+    # What a finished earlier run wrote to this folder, read once.
+    previous = folder.previous_summary() if folder is not None else {}
+    params = _best_params(args, result, folder, previous, best, data)
+    summary = _summary(args, ds, data, params, best, len(ranked), len(done), started)
+    if not todo and folder is not None:
+        # A rerun that trained nothing keeps the run that did: its time and machine.
+        summary.update({k: previous[k] for k in RUN_FACTS if k in previous})
+    if folder is not None:
+        with finish_then_interrupt():  # Ctrl-C waits for the whole set
+            folder.write_best(params, ranked, summary)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_result(ranked, best, summary)
+    if args.report:
+        _write_report(args, folder.path, ds)
+    return 0
+
+
+def _load(args):
+    """The data set, and its training images split into (X, y, X_val, y_val) for the
+    sweep; uint8 images stay uint8 (the kernels scale pixels as they read them)."""
     _say(args, "loading the data")
     try:
         ds = load_fashion_mnist(args.data)
     except (FileNotFoundError, DataError) as exc:
-        print(f"fastsoftmax.sweep: {exc}", file=sys.stderr)
-        return EXIT_DATA
-
-    images, labels = ds.train_images, ds.train_labels
-    if args.limit is not None:
-        images, labels = images[:args.limit], labels[:args.limit]
+        raise Failed(str(exc)) from None
+    images, labels = _training_set(args, ds)
     try:
         tr, va = train_val_split(len(labels), args.val_fraction, args.seed)
     except ValueError as exc:
         raise UsageError(f"--val-fraction: {exc}") from None
-    # uint8 images stay uint8: the kernels scale pixels as they read them.
-    X, y = check_X(images[tr], dtype, keep_pixels=True), labels[tr]
-    Xv, yv = check_X(images[va], dtype, keep_pixels=True), labels[va]
+    dtype = np.dtype(args.dtype)
+    return ds, (check_X(images[tr], dtype, keep_pixels=True), labels[tr],
+                check_X(images[va], dtype, keep_pixels=True), labels[va])
 
-    meta = {"format": RESULTS_FORMAT, "configs": [c.as_dict() for c in configs], "seed": args.seed,
-            "val_fraction": args.val_fraction, "dtype": args.dtype, "limit": args.limit,
-            "data": fingerprint(images, labels)}
-    done: list[Record] = []
-    out = Path(args.out) if args.out else None
-    folder = ResultsFolder(out) if out is not None else None
-    if folder is not None:
-        try:
-            done = folder.open(meta, warn=lambda text: print(f"fastsoftmax.sweep: {text}",
-                                                             file=sys.stderr))
-        except FolderRefused as exc:
-            raise UsageError(str(exc)) from None
-    finished = {r.config for r in done}
-    todo = [c for c in configs if c not in finished]
+
+def _training_set(args, ds):
+    """The training images and labels the sweep uses (the first --limit of them)."""
+    if args.limit is None:
+        return ds.train_images, ds.train_labels
+    return ds.train_images[:args.limit], ds.train_labels[:args.limit]
+
+
+def _open_folder(args, configs, ds) -> tuple[ResultsFolder | None, list[Record]]:
+    """The --out folder, created or resumed (with the records already in it)."""
+    if args.out is None:
+        return None, []
+    images, labels = _training_set(args, ds)
+    meta = {"format": RESULTS_FORMAT, "configs": [c.as_dict() for c in configs],
+            "seed": args.seed, "val_fraction": args.val_fraction, "dtype": args.dtype,
+            "limit": args.limit, "data": fingerprint(images, labels)}
+    folder = ResultsFolder(args.out)
+    try:
+        done = folder.open(meta, warn=lambda text: print(f"fastsoftmax.sweep: {text}",
+                                                         file=sys.stderr))
+    except FolderRefused as exc:
+        raise UsageError(str(exc)) from None
     if done:
-        _say(args, f"resuming {out}: {len(done)} of {len(configs)} configurations already done")
+        _say(args, f"resuming {folder.path}: {len(done)} of {len(configs)} configurations "
+                   f"already done")
+    return folder, done
 
-    progress = _Progress(len(configs), args.quiet)
-    progress.configs_done = len(done)
+
+def _train(args, todo, data, folder, n_configs: int, n_done: int):
+    """Train ``todo``, each record on disk as it finishes: (SweepOutput or None, records)."""
+    progress = _Progress(n_configs, args.quiet)
+    progress.configs_done = n_done
     trained: list[Record] = []
 
     def on_record(rec: Record):
@@ -308,83 +357,72 @@ def _main(args) -> int:
             _say(args, f"training {len(todo)} configurations on {workers} worker"
                        f"{'s' if workers > 1 else ''}")
 
+    from .sweep.cluster import ClusterError  # imports no Dask by itself
+    result = None
     try:
-        if not todo:
-            result = None
-        else:
-            from .sweep.cluster import ClusterError  # imports no Dask by itself
-            try:
-                result = run_sweep(todo, X, y, Xv, yv, dtype=dtype, workers=args.workers,
-                                   scheduler=args.scheduler, seed=args.seed,
-                                   on_record=on_record, on_progress=progress, on_phase=on_phase)
-            except ClusterError as exc:
-                print(f"fastsoftmax.sweep: {exc}", file=sys.stderr)
-                return EXIT_DATA
+        if todo:
+            result = run_sweep(todo, *data, dtype=np.dtype(args.dtype), workers=args.workers,
+                               scheduler=args.scheduler, seed=args.seed, on_record=on_record,
+                               on_progress=progress, on_phase=on_phase)
+    except ClusterError as exc:
+        raise Failed(str(exc)) from None
     finally:
         progress.close()
         if folder is not None:
             folder.close()
     if result is not None and result.interrupted:
         raise KeyboardInterrupt
+    return result, trained
 
-    records = done + trained
-    ranked = sorted(records, key=Record.rank_key)
-    best = ranked[0]
-    if best.diverged:
-        print(format_table(ranked))
-        print("fastsoftmax.sweep: every configuration diverged; no model to test", file=sys.stderr)
-        if args.report:  # the table and curves still say what happened
-            _write_report(args, out, ds)
-        return 1
-    # What a finished earlier run wrote to this folder, read once.
-    previous = folder.previous_summary() if folder is not None else {}
+
+def _best_params(args, result, folder, previous, best, data):
+    """The chosen model: trained in this run, saved by a finished earlier one, or (an
+    earlier, interrupted run trained it) trained again, bit-identically."""
     params = result.params.get(best.config) if result else None
+    X = data[0]
     if params is None and previous:
         params = folder.saved_best(previous, best,
-                                   (X.shape[1], best.config.hidden_size, len(CLASS_NAMES)), dtype)
-    if params is None:  # trained in an earlier, interrupted run: train it again, bit-identically
+                                   (X.shape[1], best.config.hidden_size, len(CLASS_NAMES)),
+                                   np.dtype(args.dtype))
+    if params is None:
         _say(args, "training the best configuration again (an earlier run did not keep it)")
-        again = run_sweep([best.config], X, y, Xv, yv, dtype=dtype, workers=1, seed=args.seed)
+        again = run_sweep([best.config], *data, dtype=np.dtype(args.dtype), workers=1,
+                          seed=args.seed)
         if again.interrupted:
             raise KeyboardInterrupt
         params = again.params[best.config]
+    return params
 
-    Xt = check_X(ds.test_images, dtype, keep_pixels=True)
+
+def _summary(args, ds, data, params, best, n_configs, n_resumed, started) -> dict:
+    """The chosen model on the test set, and the run: what best.json holds."""
+    Xt = check_X(ds.test_images, np.dtype(args.dtype), keep_pixels=True)
     test_loss, test_acc = evaluate(params, Xt, ds.test_labels)
     pred = predict(params, Xt)
     per_class = {CLASS_NAMES[k]: float(np.mean(pred[ds.test_labels == k] == k))
                  for k in range(len(CLASS_NAMES))}
     summary = {"best": best.as_dict(), "test_loss": test_loss, "test_accuracy": test_acc,
-               "test_per_class_accuracy": per_class, "n_configs": len(records),
-               "n_train": int(len(y)), "n_val": int(len(yv)), "seed": args.seed,
+               "test_per_class_accuracy": per_class, "n_configs": n_configs,
+               "n_train": int(len(data[1])), "n_val": int(len(data[3])), "seed": args.seed,
                # this run's wall time; with resumed_configs > 0 earlier runs did those
                "wall_seconds": round(time.monotonic() - started, 2),
-               "resumed_configs": len(done),
+               "resumed_configs": n_resumed,
                "machine": describe(None if args.scheduler else args.workers, simd.WIDTH)}
     if args.scheduler is not None:
         summary["scheduler"] = args.scheduler
-    if not todo and folder is not None:
-        # A rerun that trained nothing keeps the run that did: its time and machine.
-        summary.update({k: previous[k] for k in RUN_FACTS if k in previous})
+    return summary
 
-    if folder is not None:
-        with finish_then_interrupt():  # Ctrl-C waits for the whole set
-            folder.write_best(params, ranked, summary)
 
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(format_table(ranked))
-        c = best.config
-        print(f"\nbest: batch_size={c.batch_size} learning_rate={c.learning_rate:g} "
-              f"epochs={c.epochs} alpha={c.alpha:g} hidden_size={c.hidden_size} "
-              f"optimizer={c.optimizer} "
-              f"(val accuracy {best.val_accuracy:.4f})")
-        print(f"test: loss {test_loss:.4f}, accuracy {test_acc:.4f}")
-        print("per class: " + ", ".join(f"{k} {v:.3f}" for k, v in per_class.items()))
-    if args.report:
-        _write_report(args, out, ds)
-    return 0
+def _print_result(ranked, best, summary):
+    print(format_table(ranked))
+    c = best.config
+    print(f"\nbest: batch_size={c.batch_size} learning_rate={c.learning_rate:g} "
+          f"epochs={c.epochs} alpha={c.alpha:g} hidden_size={c.hidden_size} "
+          f"optimizer={c.optimizer} "
+          f"(val accuracy {best.val_accuracy:.4f})")
+    print(f"test: loss {summary['test_loss']:.4f}, accuracy {summary['test_accuracy']:.4f}")
+    print("per class: " + ", ".join(f"{k} {v:.3f}"
+                                    for k, v in summary["test_per_class_accuracy"].items()))
 
 
 def _write_report(args, out: Path, ds):
