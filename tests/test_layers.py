@@ -1,4 +1,5 @@
-"""The package's layers: every import inside fastsoftmax points down, and none closes a circle.
+"""The package's shape: every import inside fastsoftmax points down, none closes a circle,
+and no function outgrows a screen.
 
 Read from the source (every import statement, those inside functions too), so a lazy
 import cannot hide an upward edge.
@@ -129,3 +130,25 @@ def test_an_upward_edge_and_a_circle_are_seen():
                               "fastsoftmax.kernels.epoch (layer 4) imports fastsoftmax.sweep.plan "
                               "(layer 6)"]
     assert _circles(graph) == [["fastsoftmax.checks", "fastsoftmax.params", "fastsoftmax.checks"]]
+
+
+MAX_LINES = 80  # a function a reader can hold at once, docstring included
+
+
+def _long_functions(source: str, name: str) -> list:
+    return [f"{name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_LINES]
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [row for name, path in _modules().items()
+            for row in _long_functions(path.read_text(), name)]
+    assert not long, "\n".join(long)
+
+
+def test_a_long_function_would_be_seen():
+    body = "\n".join(f"    x = {i}" for i in range(MAX_LINES))
+    assert _long_functions(f"def f():\n{body}\n", "m") == ["m:1 f: 81 lines"]
+    assert _long_functions(f"def f():\n{body[:-10]}\n", "m") == []

@@ -160,6 +160,12 @@ def build_report(folder, *, dataset: Dataset | None = None, data_dir=None,
 def _sections(results: SweepResults, report: Report, test: Dataset | None) -> list:
     """The report as (kind, payload) items: ("h", text), ("p", text),
     ("table", (header, rows)), ("img", file name)."""
+    return (_overview(results, report) + _chosen(results.summary)
+            + _pictures(report) + _every_configuration(results) + _settings(results)
+            + _data(results.meta, test) + _machine(results))
+
+
+def _overview(results: SweepResults, report: Report) -> list:
     meta, summary = results.meta, results.summary
     n_all, n_done = len(meta["configs"]), len(results.records)
     out = [("h1", f"Sweep report: {results.path.resolve().name}")]
@@ -177,6 +183,11 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
     out.append(("p", f"{n_done} of {n_all} configurations recorded; {state}."))
     for note in report.notes:
         out.append(("p", note))
+    return out
+
+
+def _chosen(summary: dict | None) -> list:
+    out = []
     if summary is not None:
         b = summary["best"]
         out.append(("h2", "The chosen configuration"))
@@ -193,12 +204,21 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
         per_class = summary["test_per_class_accuracy"]
         out.append(("table", (["test accuracy of", *per_class],
                               [["", *(f"{v:.3f}" for v in per_class.values())]])))
+    return out
+
+
+def _pictures(report: Report) -> list:
+    out = []
     for name, (heading, text) in PICTURES.items():
         if name in report.files or (name not in ("confusion.png", "misclassified.png")):
             out.append(("h2", heading))
             out.append(("p", text))
             out.append(("img", name))
-    out.append(("h2", "Every configuration, best first"))
+    return out
+
+
+def _every_configuration(results: SweepResults) -> list:
+    out = [("h2", "Every configuration, best first")]
     out.append(("p", "train cross-entropy: mean over the last epoch's minibatches; validation "
                      "cross-entropy: on the validation set after it; both without the L2 "
                      "term. objective: train cross-entropy + (alpha/2)(||W1||^2 + ||W2||^2), "
@@ -215,7 +235,13 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
                            "train cross-entropy",
                            "val cross-entropy", "objective", "val accuracy", "seconds",
                            "diverged"], rows)))
-    out.append(("h2", "The grid and settings"))
+    return out
+
+
+def _settings(results: SweepResults) -> list:
+    meta, summary = results.meta, results.summary
+    n_all = len(meta["configs"])
+    out = [("h2", "The grid and settings")]
     configs = results.configs
     axis_rows = [[axis, ", ".join(v if isinstance(v, str) else f"{v:g}"
                                   for v in sorted({getattr(c, axis) for c in configs}))]
@@ -230,14 +256,23 @@ def _sections(results: SweepResults, report: Report, test: Dataset | None) -> li
         axis_rows += [["training / validation images", f"{summary['n_train']:,} / "
                                                        f"{summary['n_val']:,}"]]
     out.append(("table", (["", ""], axis_rows)))
-    out.append(("h2", "The data"))
+    return out
+
+
+def _data(meta: dict, test: Dataset | None) -> list:
+    out = [("h2", "The data")]
     data_rows = [["training images and labels used (sha256 of the arrays)", meta["data"]]]
     if test is not None:
         data_rows.append(["read from", str(test.source)])
     data_rows += [[f"{spec.stem}: official sha256 (checked whenever the IDX file is read)",
                    spec.sha256] for spec in OFFICIAL.values()]
     out.append(("table", (["", ""], data_rows)))
-    out.append(("h2", "Machine, versions and time"))
+    return out
+
+
+def _machine(results: SweepResults) -> list:
+    summary = results.summary
+    out = [("h2", "Machine, versions and time")]
     rows = []
     if summary is not None and "machine" in summary:
         m = summary["machine"]
