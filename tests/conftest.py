@@ -39,7 +39,16 @@ def data_dir(tmp_path_factory):
     return d
 
 
+# Files whose tests start processes (the command line, Dask workers) that load the
+# kernels from numba's cache: run last, after the tests that compile those kernels
+# in-process, they find them there instead of each compiling them again.
+STARTS_PROCESSES = ("test_cli_phases.py", "test_cluster.py", "test_cpus.py", "test_report.py")
+
+
 def pytest_collection_modifyitems(config, items):
     # Tests that compile every kernel into an empty cache take a core for a minute or so:
     # first in line, pytest-xdist runs them beside the rest instead of after it.
-    items.sort(key=lambda item: item.get_closest_marker("cold_compile") is None)
+    def order(item):
+        return (item.get_closest_marker("cold_compile") is None,
+                item.path.name in STARTS_PROCESSES)
+    items.sort(key=order)

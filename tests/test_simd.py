@@ -159,7 +159,10 @@ def _training_bits(output: str) -> str:
 @pytest.mark.cold_compile
 def test_the_other_widths_kernels_agree_with_the_reference(tmp_path):
     """tests/test_kernels.py (reference agreement, packs bit-identical to training alone,
-    exact padding) on the width this process does not use.  On an AVX-512 host that is
+    exact padding) on the width this process does not use, but for the float64 cases fed
+    uint8 pixels, whose pixel-table kernels are the costliest to compile and hold no
+    SIMD-width-specific code beyond what the float64 cases fed floats and the float32
+    pixel cases already check.  On an AVX-512 host that is
     FASTSOFTMAX_SIMD=avx2, run natively.  Elsewhere it is the AVX-512 design built for
     this CPU: the same tile shapes and tails, each 64-byte vector split in two by LLVM,
     which runs here (slowly) and checks everything but the instructions.
@@ -174,7 +177,10 @@ def test_the_other_widths_kernels_agree_with_the_reference(tmp_path):
     code = ("import sys, pytest; from fastsoftmax import simd; "
             f"assert simd.WIDTH == {other!r}, simd.WIDTH; "
             "code = pytest.main(['-q', '-p', 'no:cacheprovider', '-n', '0', "
-            "'tests/test_kernels.py', '-k', 'not first_run'])\n" + _TRAINING_BITS + "\nsys.exit(code)")
+            "'tests/test_kernels.py', '-k', "
+            "'not first_run and not (float64 and (True or every_pixel))'])\n"
+            # the bits are compared only where both designs are built for one target
+            + (_TRAINING_BITS if simd._EMULATE_ENV in env else "") + "\nsys.exit(code)")
     run = _python(code, tmp_path, **env)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert re.search(r"\d+ passed", run.stdout) and "failed" not in run.stdout
