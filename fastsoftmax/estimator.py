@@ -48,6 +48,14 @@ def _check_bool(value, name):
     return bool(value)
 
 
+def _writable(X: np.ndarray) -> np.ndarray:
+    """X, copied if it is read-only: numba types a read-only array apart and would compile
+    the kernels again for it, seconds each, where the copy takes milliseconds.  Read-only
+    arrays are common here: joblib hands GridSearchCV's workers large arrays as read-only
+    memmaps, and validate_data passes them on as they are."""
+    return np.require(X, requirements=["W"])
+
+
 class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
     """Two-layer softmax network (one ReLU hidden layer) trained by Adam, momentum or SGD.
 
@@ -238,6 +246,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         h = self._hyperparameters()
         warm = h["warm_start"] and hasattr(self, "params_")
         X, y = validate_data(self, X, y, dtype=h["dtype"], order="C", reset=not warm)
+        X = _writable(X)
         y = self._check_targets(y)
         if warm:
             classes = self.classes_
@@ -285,6 +294,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         h = self._hyperparameters()
         first = not hasattr(self, "params_")
         X, y = validate_data(self, X, y, dtype=h["dtype"], order="C", reset=first)
+        X = _writable(X)
         y = self._check_targets(y)
         if first:
             if classes is None:
@@ -399,7 +409,8 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
 
     def _check_X(self, X) -> np.ndarray:
         check_is_fitted(self, "params_")
-        return validate_data(self, X, dtype=self.params_.dtype, order="C", reset=False)
+        return _writable(validate_data(self, X, dtype=self.params_.dtype, order="C",
+                                       reset=False))
 
     def predict_proba(self, X) -> np.ndarray:
         """Class probabilities, shape (n_samples, n_classes) in the order of classes_."""

@@ -250,6 +250,24 @@ def test_load_refuses_a_file_that_is_not_a_model(tmp_path, kind):
     assert "allow_pickle" not in str(info.value)
 
 
+def test_a_read_only_X_compiles_nothing_more():
+    """joblib hands GridSearchCV's workers large arrays as read-only memmaps: the
+    estimator must train and predict on them with the kernels it already has."""
+    from fastsoftmax.kernels import epoch, evaluation
+
+    X, y = make_data(60, n_features=7, dtype=np.float32)
+    clf = SoftmaxMLPClassifier(hidden_size=5, epochs=2, tol=None, random_state=0).fit(X, y)
+    clf.predict(X)
+    kernels = (epoch._train_epoch_sgd, epoch._train_epoch_many, evaluation._forward_blocks)
+    before = [len(k.overloads) for k in kernels]
+    frozen = X.copy()
+    frozen.flags.writeable = False
+    again = SoftmaxMLPClassifier(hidden_size=5, epochs=2, tol=None, random_state=0)
+    np.testing.assert_array_equal(again.fit(frozen, y).predict(frozen), clf.predict(X))
+    again.partial_fit(frozen, y)
+    assert [len(k.overloads) for k in kernels] == before
+
+
 def test_sklearn_workflows():
     X, y = small(n=400)
     pipe = make_pipeline(StandardScaler(), SoftmaxMLPClassifier(random_state=0))
