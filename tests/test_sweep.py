@@ -138,6 +138,35 @@ def test_building_a_plan_compiles_nothing(tmp_path):
     assert int(out[0]) > 0 and out[1].strip() == "[]", out
 
 
+def test_a_plans_rows_are_named_views_and_a_packs_plan_its_slice(small):
+    from fastsoftmax.sweep import plan as planmod
+
+    X, y, Xv, yv = small
+    configs = grid.build_grid(batch_size=[16, 32], learning_rate=[0.1, 0.05], epochs=[1, 2],
+                              alpha=[1e-4], hidden_size=[6, 9], optimizer=["sgd", "adam"])
+    plan = planmod.make_plan(configs, X, Xv, pack_size=2)
+    heads = {gi: c for gi, c in plan.flat_configs}  # each group's largest epoch count
+    G = len(heads)
+    assert plan.g_int.shape == (len(planmod.G_INT), G) and plan.c_int.shape[0] == 3
+    assert list(plan.g_batch) == [heads[g].batch_size for g in range(G)]
+    assert list(plan.g_hidden) == [heads[g].hidden_size for g in range(G)]
+    assert np.allclose(plan.g_lr, [heads[g].learning_rate for g in range(G)])
+    assert np.shares_memory(plan.g_lr, plan.g_rate)  # a view: one source for the kernels
+    assert list(plan.c_epochs) == [c.epochs for _, c in plan.flat_configs]
+    p = max(range(len(plan.packs)), key=lambda i: len(plan.packs[i]))
+    members = plan.packs[p]
+    part = plan.pack_plan(p)
+    assert len(members) == 2 and part.packs == [[0, 1]]
+    np.testing.assert_array_equal(part.g_rate, plan.g_rate[:, members])
+    np.testing.assert_array_equal(part.g_batch, plan.g_batch[members])
+    for i, g in enumerate(members):  # each model's starting weights, packed anew
+        np.testing.assert_array_equal(
+            part.state[part.g_off[i]:part.g_off[i] + part.g_size[i]],
+            plan.state[plan.g_off[g]:plan.g_off[g] + plan.g_size[g]])
+    assert sorted(c for _, c in part.flat_configs) == \
+        sorted(c for gi, c in plan.flat_configs if gi in members)
+
+
 def test_epoch_sharing_equals_separate_training(small):
     configs = grid.build_grid(batch_size=[16, 50], learning_rate=[0.1], epochs=[1, 3, 4],
                               alpha=[1e-3], hidden_size=[6])

@@ -40,7 +40,9 @@ opts, settings, slots, steps, tiles)``):
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba.core import types
 
 from ..optimizers import SGD, Optimizer, OptimizerState, init_state
 from ..params import Params
@@ -50,7 +52,7 @@ from ._views import flat_view, grid_view
 from .jit import jit
 from .layout import (ORIGIN, _copy_columns, pack, pack_slots, pad_classes, pad_features,
                      pad_hidden, pad_samples, packed_views, settings_of, table_for, unpack)
-from .products import with_tiles
+from .products import tiles_pointer, with_tiles
 from .steps import (_backward, _bias_update, _columns_norm, _input_product,
                     _load_minibatch, _logits, _optimizer_coefs, _optimizer_rule,
                     _overwrite_coefs, _relu_bias, _scratch, _squared_norm, _w1_product,
@@ -285,6 +287,20 @@ def _epoch_kernel(rules: bool):
 
 _train_epoch_many = _epoch_kernel(rules=True)
 _train_epoch_sgd = _epoch_kernel(rules=False)
+
+
+def epoch_types(X, table, y, order, dtype) -> tuple:
+    """The epoch kernel's argument types for data X with its pixel ``table`` (or None),
+    labels y, an ``order``, and models of ``dtype``: the per-model arrays C-contiguous, as
+    every caller passes them, so that the sweep (which names them to take the kernel as a
+    pointer), fs.train and the estimator share one compiled kernel."""
+    dt = numba.from_dtype(np.dtype(dtype))
+    vec, grid = (lambda t: types.Array(t, 1, "C")), (lambda t: types.Array(t, 2, "C"))
+    i64, f64 = types.int64, types.float64
+    typeof = numba.typeof
+    return (typeof(X), typeof(table), typeof(y), typeof(order), i64, vec(dt), vec(dt),
+            vec(f64), vec(dt), vec(i64), vec(i64), i64, vec(types.bool_), vec(f64), vec(f64),
+            vec(i64), grid(f64), grid(dt), vec(i64), tiles_pointer(dtype))
 
 
 def epoch_kernel(opts: np.ndarray):

@@ -20,7 +20,9 @@ are bit-identical alone or among others.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
+from numba.core import types
 
 from ..params import Params
 from ._alloc import empty, zeros
@@ -30,7 +32,7 @@ from ._views import flat_view, grid_view
 from .jit import jit
 from .layout import (ORIGIN, _copy_columns, pack, pad_features, pad_hidden, pad_samples,
                      packed_views, table_for)
-from .products import with_tiles
+from .products import tiles_pointer, with_tiles
 from .steps import _gather, _input_product, _logits, _overwrite_coefs, \
     _relu_bias, _scratch, _squared_norm
 
@@ -120,6 +122,18 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
                 correct[m] = right
 
 
+
+
+def forward_types(X, table, y, dtype) -> tuple:
+    """_forward_blocks' argument types for data X with its pixel ``table`` (or None),
+    labels y (length 0: none) and models of ``dtype``, as the sweep passes them to take
+    the kernel as a pointer: without probabilities (an empty proba, want_proba False)."""
+    ints = types.Array(types.int64, 1, "C")
+    return (numba.typeof(X), numba.typeof(table), types.Array(numba.from_dtype(np.dtype(dtype)),
+            1, "C"), ints, ints, types.int64, types.Array(types.bool_, 1, "C"), numba.typeof(y),
+            types.Array(types.float64, 1, "C"), ints,
+            types.Array(numba.from_dtype(np.dtype(dtype)), 3, "C"), types.boolean,
+            tiles_pointer(dtype))
 
 
 _NO_LABELS = np.empty(0, np.int64)

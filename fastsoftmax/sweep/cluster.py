@@ -206,8 +206,8 @@ class ClusterRunner:
                 from exc
         plan, out = self.plan, self.out
         members = plan.packs[p]
-        part, E = result["out"], result["out"].train_loss.shape[1]
-        for name in ("train_loss", "train_xent", "val_loss", "val_acc", "epoch_end"):
+        part, E = result["out"], result["out"].objective.shape[1]
+        for name in ("objective", "train_xent", "val_loss", "val_acc", "epoch_end"):
             getattr(out, name)[members, :E] = getattr(part, name)
         self.secs[members, :E] = result["seconds"]
         # the pack's configurations, in the order its own plan lists them

@@ -24,12 +24,13 @@ from numba.extending import intrinsic
 from .. import kernels
 from ..kernels._alloc import empty, zeros
 from ..kernels.compile_aside import compiled_aside
-from ..kernels.evaluation import NO_PROBA, _forward_blocks
+from ..kernels.epoch import epoch_types
+from ..kernels.evaluation import NO_PROBA, _forward_blocks, forward_types
 from ..kernels.jit import jit
 from ..kernels.products import _tiles, tiles_pointer, tiles_types
 from ..kernels.steps import _gather, gather_types
 from .plan import (C_EPOCHS, C_GROUP, C_OFF, DIVERGED, DONE, G_ALPHA, G_BATCH, G_EPOCHS,
-                   G_HIDDEN, G_LR, G_OFF, G_OPT, TRAIN_LOSS, TRAIN_XENT, VAL_ACC, VAL_LOSS,
+                   G_HIDDEN, G_LR, G_OFF, G_OPT, OBJECTIVE, TRAIN_XENT, VAL_ACC, VAL_LOSS,
                    Outputs, Plan, _rows_padded)
 from .results import Record
 
@@ -121,7 +122,7 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
                 if not alive[m]:
                     progress[DIVERGED, g] = 1
                     continue
-                curves[TRAIN_LOSS, g, e] = losses[m]
+                curves[OBJECTIVE, g, e] = losses[m]
                 curves[TRAIN_XENT, g, e] = xents[m]
                 curves[VAL_LOSS, g, e] = ces[m] / Nv
                 curves[VAL_ACC, g, e] = corrects[m] / Nv
@@ -164,7 +165,7 @@ def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, ord
     when all are SGD).
     Per configuration c: c_int (3, C) int64, rows C_GROUP, C_EPOCHS and C_OFF, where in
     ``snaps`` its model is copied when its group completes that epoch.
-    Outputs per group: curves (4, G, E) float64, rows TRAIN_LOSS (the objective:
+    Outputs per group: curves (4, G, E) float64, rows OBJECTIVE (the objective:
     cross-entropy + L2), TRAIN_XENT (cross-entropy alone), VAL_LOSS (cross-entropy) and
     VAL_ACC; clocks (G, E + 1) uint64, cycle-counter readings at the pack's start (column 0)
     and at the end of each epoch; progress (2, G) int64, rows DONE (epochs done, written
@@ -182,20 +183,10 @@ def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, ord
                    curves, clocks, progress, stop)
 
 
-def _epoch_args(plan: Plan, X, y, table, orders) -> tuple:
-    """The types of the arguments :func:`_sweep` passes the epoch kernel."""
-    typeof, vector = numba.typeof, types.Array
-    return (typeof(X), typeof(table), typeof(y), typeof(orders[0]), types.int64,
-            typeof(plan.g_lr), typeof(plan.g_alpha), typeof(plan.g_limit), typeof(plan.state),
-            typeof(plan.g_off), typeof(plan.g_hidden), types.int64,
-            vector(types.bool_, 1, "C"), vector(types.float64, 1, "C"),
-            vector(types.float64, 1, "C"), typeof(plan.g_opt), typeof(plan.g_settings),
-            typeof(plan.slots), vector(types.int64, 1, "C"), tiles_pointer(plan.dtype))
-
-
 def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
     """Types of the function pointers :func:`_sweep` takes: the epoch kernel
-    and _forward_blocks, for the arguments _sweep passes them.
+    and _forward_blocks, for the arguments _sweep passes them (as the kernels
+    declare them: epoch.epoch_types, evaluation.forward_types).
 
     _sweep takes the two kernels as pointers, not by name.  Called by name, a kernel
     is linked into _sweep, and numba optimises and emits linked code again at every
@@ -204,26 +195,18 @@ def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
     _sweep's own code, and each kernel is compiled once: the same machine code that
     fs.train and fs.evaluate run.
     """
-    typeof, vector = numba.typeof, types.Array
-    dt = typeof(plan.state).dtype
-    epoch = types.FunctionType(types.none(*_epoch_args(plan, X, y, table, orders)))
-    ints = vector(types.int64, 1, "C")
-    validate = types.FunctionType(types.none(
-        typeof(X_val), typeof(table), typeof(plan.state), ints, ints, types.int64,
-        vector(types.bool_, 1, "C"), typeof(y_val), vector(types.float64, 1, "C"), ints,
-        vector(dt, 3, "C"), types.boolean, tiles_pointer(plan.dtype)))
-    return epoch, validate
+    epoch = epoch_types(X, table, y, orders[0], plan.dtype)
+    validate = forward_types(X_val, table, y_val, plan.dtype)
+    return types.FunctionType(types.none(*epoch)), types.FunctionType(types.none(*validate))
 
 
 def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: Outputs,
              snaps, stop):
     """Run :func:`_sweep` on ``plan`` in place: worker w trains packs ``workers_plan[w]``."""
-    g_int = np.stack([plan.g_batch, plan.g_hidden, plan.g_epochs, plan.g_off, plan.g_opt])
-    c_int = np.stack([plan.c_group, plan.c_epochs, plan.c_off])
     args = (X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
-            _rows_padded(plan.packs), g_int, np.stack([plan.g_lr, plan.g_alpha]), plan.g_limit,
-            plan.g_settings, plan.state, plan.slots, c_int, snaps, out.curves, out.clocks,
-            out.progress, stop)
+            _rows_padded(plan.packs), plan.g_int, plan.g_rate, plan.g_limit, plan.g_settings,
+            plan.state, plan.slots, plan.c_int, snaps, out.curves, out.clocks, out.progress,
+            stop)
     epoch, validate = _kernel_pointers(plan, X, y, X_val, y_val, table, orders)
     arg_types = tuple(numba.typeof(a) for a in args)
     tiles = tiles_pointer(plan.dtype)
@@ -266,7 +249,7 @@ def new_records(plan: Plan, out: Outputs, records: dict, seconds) -> list:
             continue
         last = min(int(done[gi]), c.epochs)
         hist = {"train_loss": out.train_xent[gi, :last].tolist(),
-                "train_objective": out.train_loss[gi, :last].tolist(),
+                "train_objective": out.objective[gi, :last].tolist(),
                 "val_loss": out.val_loss[gi, :last].tolist(),
                 "val_accuracy": out.val_acc[gi, :last].tolist()}
         if failed:
@@ -274,7 +257,7 @@ def new_records(plan: Plan, out: Outputs, records: dict, seconds) -> list:
         else:
             rec = Record(c, float(out.train_xent[gi, last - 1]), float(out.val_loss[gi, last - 1]),
                          float(out.val_acc[gi, last - 1]), seconds(gi, last), False, hist,
-                         train_objective=float(out.train_loss[gi, last - 1]))
+                         train_objective=float(out.objective[gi, last - 1]))
         records[ci] = rec
         fresh.append(rec)
     return fresh

@@ -18,17 +18,28 @@ from ..optimizers import init_state, make_optimizer
 from ..params import init_params
 from .grid import Config, group_configs, pack_groups
 
-# Rows of the stacked arrays _sweep reads and writes (each argument of a parallel kernel
-# costs compile time: see _sweep).  Per group g, ``g_int[G_*, g]``:
-G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF, G_OPT = range(5)
-# ...and ``g_rate[G_LR, g]``, ``g_rate[G_ALPHA, g]`` in the model dtype;
-G_LR, G_ALPHA = range(2)
-# per configuration c, ``c_int[C_*, c]``;
-C_GROUP, C_EPOCHS, C_OFF = range(3)
-# per group and epoch, ``curves[TRAIN_LOSS, g, e]`` and the other three;
-TRAIN_LOSS, TRAIN_XENT, VAL_LOSS, VAL_ACC = range(4)
+# The rows of the stacked arrays the engine reads and writes, each stacked once (every
+# argument of a parallel kernel costs compile time: see engine._sweep) and named here.
+# Per group g, int64 ``g_int[row, g]``: batch size, hidden units, epochs, where its
+# model starts in ``state``, its optimiser's code;
+G_INT = ("batch", "hidden", "epochs", "off", "opt")
+G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF, G_OPT = range(len(G_INT))
+# ...and ``g_rate[row, g]`` in the model dtype: learning rate, L2 strength;
+G_RATE = ("lr", "alpha")
+G_LR, G_ALPHA = range(len(G_RATE))
+# per configuration c, int64 ``c_int[row, c]``: its group, its epochs, where its model's
+# snapshot goes in ``snaps``;
+C_INT = ("group", "epochs", "off")
+C_GROUP, C_EPOCHS, C_OFF = range(len(C_INT))
+# per group and epoch, ``curves[row, g, e]``: the objective (cross-entropy + L2) and the
+# cross-entropy over the epoch's minibatches, the validation cross-entropy and accuracy;
+OBJECTIVE, TRAIN_XENT, VAL_LOSS, VAL_ACC = range(4)
 # per group, ``progress[DONE, g]`` (epochs done) and ``progress[DIVERGED, g]`` (0 or 1).
 DONE, DIVERGED = range(2)
+
+
+def _row(array, i):
+    return property(lambda self: getattr(self, array)[i])
 
 
 def _rows_padded(lists) -> np.ndarray:
@@ -69,12 +80,13 @@ def writable(state: dict) -> dict:
 
 @dataclass
 class Plan:
-    """A grid laid out for :func:`_sweep`: groups, packs, and every array the kernel reads.
+    """A grid laid out for the engine: groups, packs, and every array the kernels read.
 
     Built once by :func:`make_plan`; a local sweep runs every pack in one
     parallel call, a cluster (:mod:`fastsoftmax.sweep.cluster`) runs each pack as a
-    task on :meth:`pack_plan`'s slice of it.  Per group g (G of them) and
-    configuration c, the arrays are as :func:`_sweep` documents them.
+    task on :meth:`pack_plan`'s slice of it.  The per-group and per-configuration
+    settings are stacked arrays with named rows (G_INT, G_RATE, C_INT above), read
+    by name through the properties (``plan.g_lr`` is ``plan.g_rate[G_LR]``, a view).
     """
 
     flat_configs: list  # (group index, Config): groups by group_key, each sorted by epochs
@@ -82,30 +94,27 @@ class Plan:
     n_classes: int
     dtype: np.dtype
     epochs: int  # E, the largest epoch count
-    g_batch: np.ndarray
-    g_lr: np.ndarray
-    g_alpha: np.ndarray
-    g_limit: np.ndarray
-    g_hidden: np.ndarray
-    g_epochs: np.ndarray
-    g_off: np.ndarray
-    state: np.ndarray
-    g_size: np.ndarray  # length of each group's packed model in state
-    g_opt: np.ndarray
-    g_settings: np.ndarray
+    g_int: np.ndarray  # (len(G_INT), G) int64
+    g_rate: np.ndarray  # (len(G_RATE), G) of the model dtype
+    g_limit: np.ndarray  # (G,) float64, the largest loss accepted (divergence)
+    g_settings: np.ndarray  # (G, 4) float64, the optimiser's settings
+    state: np.ndarray  # every group's model, packed (kernels.layout)
+    g_size: np.ndarray  # (G,) length of each group's packed model in state
     slots: np.ndarray  # (2, len(state)), or (2, 0) when every group is plain SGD
-    c_group: np.ndarray
-    c_epochs: np.ndarray
-    c_off: np.ndarray
-    c_size: list
+    c_int: np.ndarray  # (len(C_INT), C) int64
+    c_size: list  # length of each configuration's snapshot
     g_cost: list
     packs: list  # of lists of group indices
+
+    g_batch, g_hidden, g_epochs, g_off, g_opt = (_row("g_int", i) for i in range(len(G_INT)))
+    g_lr, g_alpha = (_row("g_rate", i) for i in range(len(G_RATE)))
+    c_group, c_epochs, c_off = (_row("c_int", i) for i in range(len(C_INT)))
 
     def __setstate__(self, state):
         self.__dict__.update(writable(state))
 
     def outputs(self) -> "Outputs":
-        return Outputs.empty(len(self.g_batch), self.epochs)
+        return Outputs.empty(self.g_int.shape[1], self.epochs)
 
     def pack_plan(self, p: int) -> "Plan":
         """The plan of pack ``p`` alone: its groups renumbered 0..P-1, their
@@ -114,26 +123,30 @@ class Plan:
         members = self.packs[p]
         cis = [ci for ci, (gi, _) in enumerate(self.flat_configs) if gi in members]
         renumber = {gi: i for i, gi in enumerate(members)}
+
         def part(flat):
             return np.concatenate([flat[self.g_off[g]:self.g_off[g] + self.g_size[g]]
                                    for g in members])
-        state = part(self.state)
+        g_int = self.g_int[:, members]
+        g_int[G_OFF] = kernels.offsets(self.g_size[members])
         slots = self.slots if self.slots.shape[1] == 0 else np.stack([part(r) for r in self.slots])
         c_size = [self.c_size[ci] for ci in cis]
+        flat_configs = [(renumber[self.flat_configs[ci][0]], self.flat_configs[ci][1])
+                        for ci in cis]
         return Plan(
-            flat_configs=[(renumber[self.flat_configs[ci][0]], self.flat_configs[ci][1])
-                          for ci in cis],
-            n_features=self.n_features, n_classes=self.n_classes, dtype=self.dtype,
-            epochs=int(self.g_epochs[members].max()),
-            g_batch=self.g_batch[members], g_lr=self.g_lr[members],
-            g_alpha=self.g_alpha[members], g_limit=self.g_limit[members],
-            g_hidden=self.g_hidden[members], g_epochs=self.g_epochs[members],
-            g_off=kernels.offsets(self.g_size[members]), state=state,
-            g_size=self.g_size[members], g_opt=self.g_opt[members],
-            g_settings=self.g_settings[members], slots=slots,
-            c_group=np.array([renumber[self.flat_configs[ci][0]] for ci in cis], np.int64),
-            c_epochs=self.c_epochs[cis], c_off=kernels.offsets(c_size), c_size=c_size,
+            flat_configs=flat_configs, n_features=self.n_features, n_classes=self.n_classes,
+            dtype=self.dtype, epochs=int(self.g_epochs[members].max()), g_int=g_int,
+            g_rate=self.g_rate[:, members], g_limit=self.g_limit[members],
+            g_settings=self.g_settings[members], state=part(self.state),
+            g_size=self.g_size[members], slots=slots,
+            c_int=_stacked(flat_configs, c_size), c_size=c_size,
             g_cost=[self.g_cost[g] for g in members], packs=[list(range(len(members)))])
+
+
+def _stacked(flat_configs: list, c_size: list) -> np.ndarray:
+    """c_int of configurations ``flat_configs`` with snapshots of ``c_size``."""
+    return np.array([[gi for gi, _ in flat_configs], [c.epochs for _, c in flat_configs],
+                     kernels.offsets(c_size)], np.int64).reshape(len(C_INT), -1)
 
 
 @dataclass
@@ -154,7 +167,7 @@ class Outputs:
         return cls(np.full((4, G, E), np.nan), np.zeros((G, E + 1), np.uint64),
                    np.zeros((2, G), np.int64))
 
-    train_loss = property(lambda self: self.curves[TRAIN_LOSS])
+    objective = property(lambda self: self.curves[OBJECTIVE])
     train_xent = property(lambda self: self.curves[TRAIN_XENT])
     val_loss = property(lambda self: self.curves[VAL_LOSS])
     val_acc = property(lambda self: self.curves[VAL_ACC])
@@ -193,17 +206,17 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
     g_opt, g_settings = kernels.settings_of(optimizers)
     slots = kernels.pack_slots(models, g_off, [init_state(o, m)
                                                for o, m in zip(optimizers, models)])
+    g_int = np.empty((len(G_INT), len(heads)), np.int64)
+    g_int[G_BATCH] = [c.batch_size for c in heads]
+    g_int[G_HIDDEN], g_int[G_EPOCHS] = g_hidden, [c.epochs for c in heads]
+    g_int[G_OFF], g_int[G_OPT] = g_off, g_opt
+    g_rate = np.empty((len(G_RATE), len(heads)), dtype)
+    g_rate[G_LR], g_rate[G_ALPHA] = [c.learning_rate for c in heads], [c.alpha for c in heads]
     return Plan(
-        flat_configs=flat_configs, n_features=D,
-        n_classes=K, dtype=dtype, epochs=max(c.epochs for c in configs),
-        g_batch=np.array([c.batch_size for c in heads], np.int64),
-        g_lr=np.array([c.learning_rate for c in heads], dtype),
-        g_alpha=np.array([c.alpha for c in heads], dtype),
+        flat_configs=flat_configs, n_features=D, n_classes=K, dtype=dtype,
+        epochs=max(c.epochs for c in configs), g_int=g_int, g_rate=g_rate,
         g_limit=np.array([reference.divergence_limit(inits[c.hidden_size], c.alpha, K)
                           for c in heads]),
-        g_hidden=g_hidden, g_epochs=np.array([c.epochs for c in heads], np.int64),
-        g_off=g_off, state=state, g_size=g_size, g_opt=g_opt, g_settings=g_settings,
-        slots=slots, c_group=np.array([gi for gi, _ in flat_configs], np.int64),
-        c_epochs=np.array([c.epochs for _, c in flat_configs], np.int64),
-        c_off=kernels.offsets(c_size), c_size=c_size, g_cost=g_cost, packs=packs)
+        g_settings=g_settings, state=state, g_size=g_size, slots=slots,
+        c_int=_stacked(flat_configs, c_size), c_size=c_size, g_cost=g_cost, packs=packs)
 
