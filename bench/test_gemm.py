@@ -23,7 +23,7 @@ import pytest
 
 from fastsoftmax.kernels.jit import jit
 from fastsoftmax import simd
-from fastsoftmax.kernels._tile import tile2, wide2_tall
+from fastsoftmax.kernels._tile import tile2, zmm2_tall
 from fastsoftmax.host.machine import cpu_model
 
 N = 4096
@@ -79,14 +79,14 @@ def _narrow_tile_in_l1(a, b, out, k, reps):
 
 
 @jit(cache=False)
-def _wide_tile_in_l1(a, b, out, k, reps):
+def _zmm_tile_in_l1(a, b, out, k, reps):
     one = a.dtype.type(1)
     for _ in range(reps):
-        wide2_tall(a, 0, k, 1, b, 0, 32, k, out, 0, 32, one, one)
+        zmm2_tall(a, 0, k, 1, b, 0, 32, k, out, 0, 32, one, one)
 
 
 # vector bytes -> (kernel, rows, float32 columns)
-TILES = {32: (_narrow_tile_in_l1, 6, 16), 64: (_wide_tile_in_l1, 12, 32)}
+TILES = {32: (_narrow_tile_in_l1, 6, 16), 64: (_zmm_tile_in_l1, 12, 32)}
 
 
 @pytest.mark.parametrize("vector_bytes", sorted(TILES))

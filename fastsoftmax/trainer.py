@@ -87,19 +87,19 @@ class _Engine:
             self.packed = kernels.Packed([params], [self.optimizer],
                                          None if state is None else [state])
         else:
-            self.state = params.copy()
+            self.model = params.copy()  # the reference's Params, trained in turn
             self.opt_state = (init_state(self.optimizer, params) if state is None
                               else state.copy())
 
     def params(self) -> Params:
         if self.backend == "numba":
             return self.packed.params(0)
-        return self.state
+        return self.model
 
     def optimizer_state(self) -> OptimizerState:
         """The optimiser's state now (fresh arrays)."""
         if self.backend == "numba":
-            return self.packed.state(0)
+            return self.packed.optimizer_state(0)
         return self.opt_state.copy()
 
     def data(self, X):
@@ -113,8 +113,8 @@ class _Engine:
         if self.backend == "numba":
             losses, alive = self.packed.epoch(X, y, order, batch_size, [lr], [alpha], [limit])
             return float(losses[0]), not alive[0]
-        self.state, loss, diverged = reference.train_epoch(
-            self.state, X, y, order, batch_size, lr, alpha, limit, self.optimizer,
+        self.model, loss, diverged = reference.train_epoch(
+            self.model, X, y, order, batch_size, lr, alpha, limit, self.optimizer,
             self.opt_state)
         return loss, diverged
 

@@ -161,8 +161,8 @@ def test_a_plans_rows_are_named_views_and_a_packs_plan_its_slice(small):
     np.testing.assert_array_equal(part.g_batch, plan.g_batch[members])
     for i, g in enumerate(members):  # each model's starting weights, packed anew
         np.testing.assert_array_equal(
-            part.state[part.g_off[i]:part.g_off[i] + part.g_size[i]],
-            plan.state[plan.g_off[g]:plan.g_off[g] + plan.g_size[g]])
+            part.weights[part.g_off[i]:part.g_off[i] + part.g_size[i]],
+            plan.weights[plan.g_off[g]:plan.g_off[g] + plan.g_size[g]])
     assert sorted(c for _, c in part.flat_configs) == \
         sorted(c for gi, c in plan.flat_configs if gi in members)
 

@@ -159,17 +159,17 @@ tile1_quad = _make_tile(1, QUAD_ROWS)
 
 # 64-byte tiles, the bulk of the AVX-512 design (32 registers: 12 x 2 fits).  Creating
 # them costs nothing; numba generates a tile's code only where a kernel calls it.
-WIDE = 64
-wide2_tall = _make_tile(2, 2 * ROWS, WIDE)
-wide2 = _make_tile(2, ROWS, WIDE)
-wide2_short = _make_tile(2, 2, WIDE)
-wide1_tall = _make_tile(1, 2 * ROWS, WIDE)
-wide1 = _make_tile(1, ROWS, WIDE)
-wide1_short = _make_tile(1, 2, WIDE)
-wide2_mid = _make_tile(2, MID_ROWS, WIDE)
-wide2_quad = _make_tile(2, QUAD_ROWS, WIDE)
-wide1_mid = _make_tile(1, MID_ROWS, WIDE)
-wide1_quad = _make_tile(1, QUAD_ROWS, WIDE)
+ZMM = 64  # bytes of an AVX-512 vector, the bulk of a row in that design
+zmm2_tall = _make_tile(2, 2 * ROWS, ZMM)
+zmm2 = _make_tile(2, ROWS, ZMM)
+zmm2_short = _make_tile(2, 2, ZMM)
+zmm1_tall = _make_tile(1, 2 * ROWS, ZMM)
+zmm1 = _make_tile(1, ROWS, ZMM)
+zmm1_short = _make_tile(1, 2, ZMM)
+zmm2_mid = _make_tile(2, MID_ROWS, ZMM)
+zmm2_quad = _make_tile(2, QUAD_ROWS, ZMM)
+zmm1_mid = _make_tile(1, MID_ROWS, ZMM)
+zmm1_quad = _make_tile(1, QUAD_ROWS, ZMM)
 
 # Interleaved partial sums per column: 4 FMA chains in flight, not one.  Part of what a
 # column's sum is, not a knob: the combine below is (p0 + p1) + (p2 + p3).
@@ -192,7 +192,7 @@ def square_sums(typingctx, w, rows, width, parts, sums):
     parts: scratch of >= 4 * width elements (overwritten); sums: >= width, out;
     w, parts, sums 1-D C-contiguous of one float dtype; rows, width int64, width a
     multiple of one NARROW vector.  The partial sums live in parts (L1): a pack's
-    wide W1 has more columns than registers, and reading it row by row, in the
+    pack-layout W1 has more columns than registers, and reading it row by row, in the
     order it lies in memory, is what makes the pass cheap (per model and column
     strip, the pass strode across rows: docs/speed.md has what that cost).
     """

@@ -4,7 +4,7 @@ and :class:`Packed`, the models it trains between epochs.
 Models trained together keep the kernel form (:mod:`.layout`) between epochs.
 Each minibatch is gathered once for all of them, and their first layers work
 side by side: for the epoch, the models' W1 are copied into the columns of one
-wide matrix, the pack layout (the plain-SGD models first, then the others, each
+matrix, the pack layout (the plain-SGD models first, then the others, each
 H columns with no padding between models), so the forward product and the W1
 update each run once over all their hidden units, in full vectors, instead of
 once per model on narrow ones.  The rest of a step (softmax, cross-entropy, the
@@ -14,7 +14,7 @@ that model's columns, so each model sees exactly the operations it would see
 alone (P = 1): the results are bit-identical to training it alone.
 
 The epoch kernel's arguments, for P models (``epoch(X, table, y, order,
-batch_size, lrs, alphas, limits, state, offs, hidden, K, alive, losses, xents,
+batch_size, lrs, alphas, limits, weights, offs, hidden, K, alive, losses, xents,
 opts, settings, slots, steps, tiles)``):
 
 - X (N, D): float of the model dtype with ``table`` None, or uint8 pixels with
@@ -22,11 +22,11 @@ opts, settings, slots, steps, tiles)``):
   int64 permutation, minibatches its consecutive slices (the last one smaller);
 - lrs, alphas (P,) of the model dtype; limits (P,) float64, the largest loss
   accepted (reference.divergence_limit);
-- state 1-D: model m packed at offs[m] (see layout.packed_views) with hidden[m]
+- weights 1-D: model m packed at offs[m] (see layout.packed_views) with hidden[m]
   hidden units (unpadded; packed padded to a multiple of HIDDEN_TILE) and K classes;
 - opts (P,) int64: each model's rule (optimizers.SGD, MOMENTUM, NESTEROV, ADAM);
-  settings (P, 4) float64 (Optimizer.settings); slots (2, len(state)) of the model
-  dtype, the optimiser state packed like ``state`` ((2, 0) when every model is
+  settings (P, 4) float64 (Optimizer.settings); slots (2, len(weights)) of the model
+  dtype, the optimiser weights packed like ``weights`` ((2, 0) when every model is
   plain SGD, which keeps none); steps (P,) int64, in and out, steps taken;
 - alive (P,) bool, in and out: models marked False are skipped; a model whose
   loss diverges is marked False before that minibatch's update;
@@ -60,17 +60,17 @@ from .steps import (_backward, _bias_update, _columns_norm, _input_product,
 
 
 @jit(inline="always")
-def _lay_out(state, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas):
+def _lay_out(weights, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas):
     """The pack layout and each plain-SGD step's _tiles coefficients.
 
-    Model m's W1 lies in columns cols[m] .. cols[m] + hidden[m] of the wide W1w
+    Model m's W1 lies in columns cols[m] .. cols[m] + hidden[m] of the pack-layout W1w
     (Dp, Hw), -1 for a model not in it (not alive).  The plain-SGD block, columns up
     to split, is padded to whole vectors: its update is fused into the product, with
     per-column coefficients beta = 1 - lr alpha and gamma = -lr (decay_w, step_w
     (split,); w2_coefs (P, 2, Kp) for W2); the other rules' block, split to Hw, gets
     the gradient.  Returns (cols, split, Hw, W1w, decay_w, step_w, w2_coefs, widest),
     widest a model with the most hidden units."""
-    one = state.dtype.type(1)
+    one = weights.dtype.type(1)
     P = offs.shape[0]
     cols = empty(P, np.int64)
     c = ORIGIN
@@ -86,12 +86,12 @@ def _lay_out(state, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas):
             cols[m] = c
             c += hidden[m]
     Hw = pad_hidden(c)
-    W1w = zeros((Dp, Hw), state.dtype)
-    decay_w = empty(split, state.dtype)
-    step_w = zeros(split, state.dtype)
+    W1w = zeros((Dp, Hw), weights.dtype)
+    decay_w = empty(split, weights.dtype)
+    step_w = zeros(split, weights.dtype)
     for j in range(split):
         decay_w[j] = one
-    w2_coefs = empty((P, 2, Kp), state.dtype)
+    w2_coefs = empty((P, 2, Kp), weights.dtype)
     widest = 0
     for m in range(P):
         if hidden[m] > hidden[widest]:
@@ -103,7 +103,7 @@ def _lay_out(state, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas):
         if cols[m] < 0:
             continue
         H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
-        W1 = packed_views(state, offs[m], Hp, Dp, K)[0]
+        W1 = packed_views(weights, offs[m], Hp, Dp, K)[0]
         _copy_columns(W1, ORIGIN, W1w, cm, H)
         if opts[m] == SGD:
             for j in range(cm, cm + H):
@@ -113,23 +113,23 @@ def _lay_out(state, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas):
 
 
 @jit(inline="always")
-def _pack_scratch(state, offs, hidden, widest, B, Dp, K, Hw, split):
+def _pack_scratch(weights, offs, hidden, widest, B, Dp, K, Hw, split):
     """An epoch's scratch for minibatches of up to B samples: what _scratch gives one
     model (sized for the widest; each model's 2-D views of it have its own row stride),
-    the labels, the overwrite coefficients, the wide products' A (Xb W1 before the
+    the labels, the overwrite coefficients, the pack's products' A (Xb W1 before the
     bias) and dA, the other rules' W1 gradient, each model's b1, W2, b2 gradient
     (packed as they are, kept until its W1 gradient is ready, so that one call of
     _optimizer_rule steps every part), and the column sums of squares of W1w."""
     Bp, Kp = pad_samples(B), pad_classes(K)
     Hmax = pad_hidden(hidden[widest])
-    W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
+    W1x, _, W2x, _ = packed_views(weights, offs[widest], Hmax, Dp, K)
     rows, Xb, Hd, Z, G, dA, W2T = _scratch(B, W1x, W2x)
-    zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Hmax, Kp))
+    zeros_c, ones_c = _overwrite_coefs(weights, max(Hw, Hmax, Kp))
     return (rows, Xb, Hd, Z, G, dA, W2T, empty(B, np.int64), zeros_c, ones_c,
-            empty((Bp, Hw), state.dtype), zeros((Bp, Hw), state.dtype),
-            empty((Dp, Hw - split), state.dtype),
-            empty((offs.shape[0], Hmax + Hmax * Kp + K), state.dtype),
-            empty(Hw, state.dtype), empty(NORM_PARTIALS * Hw, state.dtype))
+            empty((Bp, Hw), weights.dtype), zeros((Bp, Hw), weights.dtype),
+            empty((Dp, Hw - split), weights.dtype),
+            empty((offs.shape[0], Hmax + Hmax * Kp + K), weights.dtype),
+            empty(Hw, weights.dtype), empty(NORM_PARTIALS * Hw, weights.dtype))
 
 
 @jit(inline="always")
@@ -173,19 +173,19 @@ def _model_backward(n, npad, Hm, G, W2, W2T, dAm, dAw, cm, H, gb1, gb2, zeros_c,
 
 
 @jit(inline="always")
-def _other_rules_step(Xf, Dp, npad, dAw, Hw, split, gW1w, W1w, state, offs, hidden, cols,
+def _other_rules_step(Xf, Dp, npad, dAw, Hw, split, gW1w, W1w, weights, offs, hidden, cols,
                       opts, lrs, alphas, settings, steps, slots, grad, K, zeros_c, ones_c,
                       tiles):
     """The W1 gradient of the other rules' block, Xb^T dA, then each of its models'
     rule over its W1 (in the pack layout), b1, W2 and b2."""
     _w1_product(Xf, Dp, npad, flat_view(dAw)[split:], Hw, flat_view(gW1w), Hw - split,
                 Hw - split, zeros_c, ones_c, tiles)
-    zero, Kp = state.dtype.type(0), pad_classes(K)
+    zero, Kp = weights.dtype.type(0), pad_classes(K)
     for m in range(offs.shape[0]):
         if cols[m] < 0 or opts[m] == SGD:
             continue
         H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
-        coefs = _optimizer_coefs(state, lrs[m], settings[m], steps[m])
+        coefs = _optimizer_coefs(weights, lrs[m], settings[m], steps[m])
         # Every row of its W1, then b1, W2 and b2 (which follow W1 in the packed
         # model, as in grad): one call site, so the rules are compiled once.
         rest = offs[m] + Dp * Hp
@@ -200,7 +200,7 @@ def _other_rules_step(Xf, Dp, npad, dAw, Hw, split, gW1w, W1w, state, offs, hidd
                     lo, size, l2 = Hp, Hp * Kp, alphas[m]
                 elif seg == Dp + 2:
                     lo, size = Hp + Hp * Kp, K
-                w = state[rest + lo:rest + lo + size]
+                w = weights[rest + lo:rest + lo + size]
                 g = grad[m, lo:lo + size]
                 at = rest + lo
             _optimizer_rule(opts[m], w, g, slots[0, at:at + w.shape[0]],
@@ -216,17 +216,17 @@ def _epoch_kernel(rules: bool):
     one without raises if handed another rule."""
 
     @jit
-    def epoch(X, table, y, order, batch_size, lrs, alphas, limits, state, offs, hidden,
+    def epoch(X, table, y, order, batch_size, lrs, alphas, limits, weights, offs, hidden,
               K, alive, losses, xents, opts, settings, slots, steps, tiles):
         N, P = order.shape[0], offs.shape[0]
         B = min(batch_size, N)
         Dp, Kp, Bp = pad_features(X.shape[1]), pad_classes(K), pad_samples(B)
         cols, split, Hw, W1w, decay_w, step_w, w2_coefs, widest = _lay_out(
-            state, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas)
+            weights, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas)
         if not rules and Hw > split:
             raise ValueError("_train_epoch_sgd trains plain-SGD models only")
         (rows, Xb, Hd, Z, G, dA, W2T, labels, zeros_c, ones_c, A, dAw, gW1w, grad, sq,
-         sq_parts) = _pack_scratch(state, offs, hidden, widest, B, Dp, K, Hw, split)
+         sq_parts) = _pack_scratch(weights, offs, hidden, widest, B, Dp, K, Hw, split)
         hd, da, w2t = flat_view(Hd), flat_view(dA), flat_view(W2T)
         in_layout, norms = 0, False
         for m in range(P):
@@ -245,7 +245,7 @@ def _epoch_kernel(rules: bool):
                 if cols[m] < 0:
                     continue
                 H, Hp, cm = hidden[m], pad_hidden(hidden[m]), cols[m]
-                W1, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
+                W1, b1, W2, b2 = packed_views(weights, offs[m], Hp, Dp, K)
                 Hm, dAm = grid_view(hd, Bp, Hp), grid_view(da, Bp, Hp)
                 xent, value = _model_loss(A, cm, npad, n, H, b1, W2, b2, Hm, Z, G, K, labels,
                                           alphas[m], sq, zeros_c, ones_c, tiles)
@@ -272,12 +272,12 @@ def _epoch_kernel(rules: bool):
                 _w1_product(flat_view(Xb), Dp, npad, flat_view(dAw), Hw, flat_view(W1w), Hw,
                             split, decay_w, step_w, tiles)
             if rules and Hw > split:
-                _other_rules_step(flat_view(Xb), Dp, npad, dAw, Hw, split, gW1w, W1w, state,
+                _other_rules_step(flat_view(Xb), Dp, npad, dAw, Hw, split, gW1w, W1w, weights,
                                   offs, hidden, cols, opts, lrs, alphas, settings, steps,
                                   slots, grad, K, zeros_c, ones_c, tiles)
         for m in range(P):  # each model still in the layout gets its W1 back
             if cols[m] >= 0:
-                W1 = packed_views(state, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
+                W1 = packed_views(weights, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
                 _copy_columns(W1w, cols[m], W1, ORIGIN, hidden[m])
             losses[m] = total[m] / N if alive[m] else np.nan
             xents[m] = total_xent[m] / N if alive[m] else np.nan
@@ -331,7 +331,7 @@ def train_epoch(params: Params, X: np.ndarray, y: np.ndarray, order: np.ndarray,
 
 
 class Packed:
-    """Models packed for :func:`_train_epoch_many`, with their optimisers and state.
+    """Models packed for :func:`_train_epoch_many`, with their optimisers and their state.
 
     Built once (a fit, a benchmark) and trained epoch after epoch in place;
     the Params and OptimizerState are read back only when asked for.
@@ -378,7 +378,7 @@ class Packed:
         """Model m's weights now (fresh arrays)."""
         return unpack(self.flat, self.offs[m], self.shapes[m])
 
-    def state(self, m: int) -> OptimizerState:
+    def optimizer_state(self, m: int) -> OptimizerState:
         """Model m's optimiser state now (fresh arrays)."""
         return OptimizerState([unpack(self.slots[j], self.offs[m], self.shapes[m])
                                for j in range(self.n_slots[m])],
@@ -399,7 +399,7 @@ def train_epoch_many(params: list[Params], X: np.ndarray, y: np.ndarray, order: 
     packed = Packed(params, optimizers, states)
     losses, alive = packed.epoch(X, y, order, batch_size, learning_rates, alphas, limits)
     for m, st in enumerate(states or []):
-        now = packed.state(m)
+        now = packed.optimizer_state(m)
         st.slots, st.step = now.slots, now.step
     return ([packed.params(m) for m in range(len(params))], [float(v) for v in losses],
             [not a for a in alive])

@@ -1,14 +1,14 @@
 """Evaluation: the forward pass of one or many models over a data set, in blocks of
 samples, for the loss, the accuracy and the probabilities.
 
-``_forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, proba,
+``_forward_blocks(X, table, weights, offs, hidden, K, alive, y, ce, correct, proba,
 want_proba, tiles)`` runs M models over all of X (N, D), in blocks of EVAL_BLOCK
 samples.  Each block is gathered once for all models, and the first layer's product
 runs once over their W1 side by side (the pack layout of :mod:`.epoch`); the rest
 runs model by model.  Each model sees the operations it would see alone: its results
 are bit-identical alone or among others.
 
-- X and table as for steps._gather; state 1-D: model m packed at offs[m] (see
+- X and table as for steps._gather; weights 1-D: model m packed at offs[m] (see
   layout.packed_views) with hidden[m] hidden units (unpadded) and K classes;
 - alive (M,) bool: models marked False are skipped, their outputs left as they are;
 - with y given (length N): ce (M,) float64 out, the summed cross-entropy, and correct
@@ -42,10 +42,10 @@ EVAL_BLOCK = np.int64(42 * ROWS)  # samples per forward block when evaluating
 
 
 @jit
-def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, proba, want_proba,
+def _forward_blocks(X, table, weights, offs, hidden, K, alive, y, ce, correct, proba, want_proba,
                     tiles):
     """Forward pass of M models over all of X (N, D): see the module docstring."""
-    N, M, Dp, dt = X.shape[0], offs.shape[0], pad_features(X.shape[1]), state.dtype.type
+    N, M, Dp, dt = X.shape[0], offs.shape[0], pad_features(X.shape[1]), weights.dtype.type
     # The pack layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m].
     cols = empty(M, np.int64)
     c = ORIGIN
@@ -60,21 +60,21 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
     if widest < 0:
         return
     Hw = pad_hidden(c)
-    if M == 1:  # one model: its own W1 is the wide matrix, no copy
-        W1w = packed_views(state, offs[0], Hw, Dp, K)[0]
+    if M == 1:  # one model: its own W1 is the pack layout, no copy
+        W1w = packed_views(weights, offs[0], Hw, Dp, K)[0]
     else:
-        W1w = zeros((Dp, Hw), state.dtype)
+        W1w = zeros((Dp, Hw), weights.dtype)
         for m in range(M):
             if cols[m] >= 0:
-                W1 = packed_views(state, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
+                W1 = packed_views(weights, offs[m], pad_hidden(hidden[m]), Dp, K)[0]
                 _copy_columns(W1, ORIGIN, W1w, cols[m], hidden[m])
     Hmax = pad_hidden(hidden[widest])
-    W1x, _, W2x, _ = packed_views(state, offs[widest], Hmax, Dp, K)
+    W1x, _, W2x, _ = packed_views(weights, offs[widest], Hmax, Dp, K)
     rows, Xb, Hd, Z, _, _, _ = _scratch(EVAL_BLOCK, W1x, W2x)
     Kp = Z.shape[1]  # the softmax's loop reads whole vectors of Z's padded classes
-    zeros_c, ones_c = _overwrite_coefs(state, max(Hw, Kp))
+    zeros_c, ones_c = _overwrite_coefs(weights, max(Hw, Kp))
     Bp = Xb.shape[0]
-    A = empty((Bp, Hw), state.dtype)
+    A = empty((Bp, Hw), weights.dtype)
     hd = flat_view(Hd)
     labelled = y.shape[0] > 0
     for m in range(M):
@@ -92,7 +92,7 @@ def _forward_blocks(X, table, state, offs, hidden, K, alive, y, ce, correct, pro
             if cols[m] < 0:
                 continue
             Hp = pad_hidden(hidden[m])
-            _, b1, W2, b2 = packed_views(state, offs[m], Hp, Dp, K)
+            _, b1, W2, b2 = packed_views(weights, offs[m], Hp, Dp, K)
             Hm = grid_view(hd, Bp, Hp)
             _relu_bias(A, cols[m], npad, b1, hidden[m], Hm)
             _logits(Hm, npad, n, W2, b2, Z, zeros_c, ones_c, tiles)
@@ -142,14 +142,14 @@ _ONE_ALIVE = np.ones(1, np.bool_)  # one model, evaluated
 
 def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tuple[float, float]:
     """Kernel version of :func:`fastsoftmax.reference.evaluate`."""
-    state, offs, hidden = pack([params])
+    weights, offs, hidden = pack([params])
     ce, correct = np.zeros(1), np.zeros(1, np.int64)
-    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), state, offs,
+    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), weights, offs,
                hidden, params.shape[2], _ONE_ALIVE, np.asarray(y, np.int64), ce, correct,
                np.empty((0, 0, 0), params.dtype), NO_PROBA)
     value = ce[0] / X.shape[0]
     if alpha:
-        W1, _, W2, _ = packed_views(state, offs[0], pad_hidden(hidden[0]),
+        W1, _, W2, _ = packed_views(weights, offs[0], pad_hidden(hidden[0]),
                                     pad_features(params.shape[0]), params.shape[2])
         value += 0.5 * alpha * (_squared_norm(W1) + _squared_norm(W2))
     return float(value), int(correct[0]) / X.shape[0]
@@ -157,9 +157,9 @@ def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tupl
 
 def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
     """Kernel version of :func:`fastsoftmax.reference.predict_proba`: (n, K)."""
-    state, offs, hidden = pack([params])
+    weights, offs, hidden = pack([params])
     proba = np.empty((1, X.shape[0], params.shape[2]), params.dtype)
-    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), state, offs,
+    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), weights, offs,
                hidden, params.shape[2], _ONE_ALIVE, _NO_LABELS, np.zeros(1),
                np.zeros(1, np.int64), proba, WANT_PROBA)
     return proba[0]

@@ -16,9 +16,9 @@ import numpy as np
 from numba.core import types
 
 from ._tile import (MID_ROWS, NARROW, QUAD_ROWS, ROWS, column, tile1, tile1_mid, tile1_quad,
-                    tile1_short, tile1_tall, tile2, tile2_quad, tile2_short, wide1, wide1_mid,
-                    wide1_quad, wide1_short, wide1_tall, wide2, wide2_mid, wide2_quad,
-                    wide2_short, wide2_tall)
+                    tile1_short, tile1_tall, tile2, tile2_quad, tile2_short, zmm1, zmm1_mid,
+                    zmm1_quad, zmm1_short, zmm1_tall, zmm2, zmm2_mid, zmm2_quad,
+                    zmm2_short, zmm2_tall)
 from .jit import jit
 from .simd import VECTOR_BYTES
 
@@ -62,8 +62,8 @@ def _strip(tall, mid, tile, quad, short):
 # tile is bound by its 7 loads per 6 FMAs, so it takes 12 where they fit.
 _narrow_strip = _strip(tile1_tall, tile1_mid, tile1, tile1_quad, tile1_short)
 # The AVX-512 design's 64-byte strips, two vectors and one.
-_wide2_strip = _strip(wide2_tall, wide2_mid, wide2, wide2_quad, wide2_short)
-_wide1_strip = _strip(wide1_tall, wide1_mid, wide1, wide1_quad, wide1_short)
+_zmm2_strip = _strip(zmm2_tall, zmm2_mid, zmm2, zmm2_quad, zmm2_short)
+_zmm1_strip = _strip(zmm1_tall, zmm1_mid, zmm1, zmm1_quad, zmm1_short)
 
 
 if VECTOR_BYTES == 32:
@@ -115,11 +115,11 @@ else:
         lanes = VECTOR_BYTES // a.itemsize
         j = 0
         while j + 2 * lanes <= width:
-            _wide2_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
+            _zmm2_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
                          column(beta, j), column(gamma, j))
             j += 2 * lanes
         if j + lanes <= width:
-            _wide1_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
+            _zmm1_strip(a, a_ss, a_sk, n_rows, b, j, b_sk, k, out, o_ss,
                          column(beta, j), column(gamma, j))
             j += lanes
         if j < width:

@@ -37,7 +37,7 @@ from numba.core.registry import cpu_target
 ENV = "FASTSOFTMAX_SIMD"
 WIDTHS = {"avx2": 32, "avx512": 64}  # name -> bytes of the widest vector the tiles use
 # A private switch for tests only: build the 64-byte design for a target without AVX-512,
-# where LLVM splits each vector in two.  It runs (slowly) on AVX2 hardware, so the wide
+# where LLVM splits each vector in two.  It runs (slowly) on AVX2 hardware, so the 64-byte
 # design's tile shapes and tails can be checked against the reference on any machine.
 # The design is then not a function of the target, so numba's cache must be private.
 _EMULATE_ENV = "_FASTSOFTMAX_SIMD_EMULATE_AVX512"

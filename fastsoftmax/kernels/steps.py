@@ -122,7 +122,7 @@ def _relu_bias(A, c, npad, b1, H, Hd):
     """Hd[i, j] = relu(A[i, c + j] + b1[j]) for j < H, 0 for H <= j < Hd's width; i < npad.
 
     Padded rows too: they meet zero gradients later.  A may be Hd itself (c = 0,
-    H its width: in place, as one model's forward pass), or a pack's wide
+    H its width: in place, as one model's forward pass), or a pack's
     product (c the model's first column).
     """
     zero = Hd.dtype.type(0)
@@ -231,7 +231,7 @@ def _squared_norm(W):
 @jit(inline="always")
 def _columns_norm(sq, c, H):
     """Sum of the column sums of squares sq[c:c + H] (from _tile.square_sums), in order,
-    as float64: a model's squared W1 norm, out of the pack's wide W1's sums."""
+    as float64: a model's squared W1 norm, out of the pack-layout W1's sums."""
     total = 0.0
     for j in range(c, c + H):
         total += sq[j]
@@ -297,7 +297,7 @@ def _w1_update(Xb, n, dA, W1, beta, gamma, tiles):
     gamma = 1 writes the data part of the gradient into a buffer
     (:func:`_loss_and_grads`); beta = 1 - lr alpha, gamma = -lr would be the SGD
     step with its L2 term.  Training runs that product itself, over a pack's
-    wide W1 (:func:`_train_epoch_many`).
+    pack-layout W1 (:func:`_train_epoch_many`).
     Xb (>= np, Dp), dA (>= np, Hp), W1 (Dp, Hp).
     """
     Dp, Hp = W1.shape
@@ -345,7 +345,7 @@ def _overwrite_coefs(like, width):
     column, the coefficients of a product that overwrites its output.
 
     Every product passes _tiles one coefficient per column, these constants too,
-    so _tiles has one specialisation per dtype: the wide W1 update needs them per
+    so _tiles has one specialisation per dtype: the pack's W1 update needs them per
     column, and a second, scalar specialisation would add to a first run's compile.
     """
     zeros_c = zeros(width, like.dtype)

@@ -64,7 +64,7 @@ def seconds_per_cycle(c0: int, t0: float) -> float:
 
 @jit
 def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders, plan, packs,
-                g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+                g_int, g_rate, g_limit, g_settings, weights, slots, c_int, snaps,
                 curves, clocks, progress, stop):
     """Worker w's share of :func:`_sweep`: the packs ``plan[w]``, in order (arguments as
     there).
@@ -76,7 +76,7 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
     """
     Dp = kernels.pad_features(X.shape[1])
     Nv = Xv.shape[0]
-    no_proba = empty((0, 0, 0), state.dtype)
+    no_proba = empty((0, 0, 0), weights.dtype)
     for t in range(plan.shape[1]):
         p = plan[w, t]
         if p < 0 or stop[w] != 0:
@@ -113,9 +113,9 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
         for e in range(g_int[G_EPOCHS, first]):
             if stop[w] != 0:
                 break
-            train_epoch(X, table, y, orders[e], g_int[G_BATCH, first], lr, alpha, limit, state,
+            train_epoch(X, table, y, orders[e], g_int[G_BATCH, first], lr, alpha, limit, weights,
                         off, hidden, K, alive, losses, xents, opt, settings, slots, steps, tiles)
-            validate(Xv, table, state, off, hidden, K, alive, yv, ces, corrects, no_proba,
+            validate(Xv, table, weights, off, hidden, K, alive, yv, ces, corrects, no_proba,
                      NO_PROBA, tiles)
             for m in range(P):
                 g = members[m]
@@ -132,7 +132,7 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
                         # A loop, not a slice assignment, whose shape-mismatch error
                         # path costs seconds of a first run's compile.
                         for i in range(size):
-                            snaps[c_int[C_OFF, c] + i] = state[off[m] + i]
+                            snaps[c_int[C_OFF, c] + i] = weights[off[m] + i]
                 clocks[g, e + 1] = _cycles()
                 progress[DONE, g] = e + 1
             living = 0
@@ -144,7 +144,7 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
 
 @jit(parallel=True, cache=True)
 def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders, plan,
-           packs, g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+           packs, g_int, g_rate, g_limit, g_settings, weights, slots, c_int, snaps,
            curves, clocks, progress, stop):
     """Train every pack of the plan; worker w runs the packs ``plan[w]`` in order.
 
@@ -158,10 +158,10 @@ def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, ord
     size and one epoch count; they train together, each minibatch gathered
     once for all (kernels.epoch).
     Per group g: g_int (5, G) int64, rows G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF (of its
-    packed model in ``state``, 1-D) and G_OPT (its optimiser's code); g_rate (2, G) in
+    packed model in ``weights``, 1-D) and G_OPT (its optimiser's code); g_rate (2, G) in
     the model dtype, rows G_LR and G_ALPHA; g_limit (G,) float64, the largest loss
     accepted (reference.divergence_limit); g_settings (G, 4) float64, its optimiser's
-    settings; its optimiser state in ``slots`` (2, len(state)) at its offset ((2, 0)
+    settings; its optimiser weights in ``slots`` (2, len(weights)) at its offset ((2, 0)
     when all are SGD).
     Per configuration c: c_int (3, C) int64, rows C_GROUP, C_EPOCHS and C_OFF, where in
     ``snaps`` its model is copied when its group completes that epoch.
@@ -179,7 +179,7 @@ def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, ord
     """
     for w in numba.prange(plan.shape[0]):
         run_worker(np.int64(w), train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
-                   plan, packs, g_int, g_rate, g_limit, g_settings, state, slots, c_int, snaps,
+                   plan, packs, g_int, g_rate, g_limit, g_settings, weights, slots, c_int, snaps,
                    curves, clocks, progress, stop)
 
 
@@ -205,7 +205,7 @@ def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: O
     """Run :func:`_sweep` on ``plan`` in place: worker w trains packs ``workers_plan[w]``."""
     args = (X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
             _rows_padded(plan.packs), plan.g_int, plan.g_rate, plan.g_limit, plan.g_settings,
-            plan.state, plan.slots, plan.c_int, snaps, out.curves, out.clocks, out.progress,
+            plan.weights, plan.slots, plan.c_int, snaps, out.curves, out.clocks, out.progress,
             stop)
     epoch, validate = _kernel_pointers(plan, X, y, X_val, y_val, table, orders)
     arg_types = tuple(numba.typeof(a) for a in args)

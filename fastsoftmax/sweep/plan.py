@@ -21,7 +21,7 @@ from .grid import Config, group_configs, pack_groups
 # The rows of the stacked arrays the engine reads and writes, each stacked once (every
 # argument of a parallel kernel costs compile time: see engine._sweep) and named here.
 # Per group g, int64 ``g_int[row, g]``: batch size, hidden units, epochs, where its
-# model starts in ``state``, its optimiser's code;
+# model starts in ``weights``, its optimiser's code;
 G_INT = ("batch", "hidden", "epochs", "off", "opt")
 G_BATCH, G_HIDDEN, G_EPOCHS, G_OFF, G_OPT = range(len(G_INT))
 # ...and ``g_rate[row, g]`` in the model dtype: learning rate, L2 strength;
@@ -98,9 +98,9 @@ class Plan:
     g_rate: np.ndarray  # (len(G_RATE), G) of the model dtype
     g_limit: np.ndarray  # (G,) float64, the largest loss accepted (divergence)
     g_settings: np.ndarray  # (G, 4) float64, the optimiser's settings
-    state: np.ndarray  # every group's model, packed (kernels.layout)
-    g_size: np.ndarray  # (G,) length of each group's packed model in state
-    slots: np.ndarray  # (2, len(state)), or (2, 0) when every group is plain SGD
+    weights: np.ndarray  # every group's model, packed (kernels.layout)
+    g_size: np.ndarray  # (G,) length of each group's packed model in weights
+    slots: np.ndarray  # (2, len(weights)), or (2, 0) when every group is plain SGD
     c_int: np.ndarray  # (len(C_INT), C) int64
     c_size: list  # length of each configuration's snapshot
     g_cost: list
@@ -137,7 +137,7 @@ class Plan:
             flat_configs=flat_configs, n_features=self.n_features, n_classes=self.n_classes,
             dtype=self.dtype, epochs=int(self.g_epochs[members].max()), g_int=g_int,
             g_rate=self.g_rate[:, members], g_limit=self.g_limit[members],
-            g_settings=self.g_settings[members], state=part(self.state),
+            g_settings=self.g_settings[members], weights=part(self.weights),
             g_size=self.g_size[members], slots=slots,
             c_int=_stacked(flat_configs, c_size), c_size=c_size,
             g_cost=[self.g_cost[g] for g in members], packs=[list(range(len(members)))])
@@ -195,8 +195,8 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
     inits = {h: init_params(D, h, K, seed=seed, dtype=dtype)
              for h in {c.hidden_size for c in heads}}
     models = [inits[c.hidden_size] for c in heads]
-    state, g_off, g_hidden = kernels.pack(models)
-    g_size = np.diff(g_off, append=state.size)
+    weights, g_off, g_hidden = kernels.pack(models)
+    g_size = np.diff(g_off, append=weights.size)
     flat_configs = [(gi, c) for gi, grp in enumerate(groups) for c in grp]
     c_size = [int(g_size[gi]) for gi, _ in flat_configs]
     g_cost = [cost(c, N) for c in heads]
@@ -217,6 +217,6 @@ def make_plan(configs: list[Config], X, X_val, *, n_classes: int = 10, seed: int
         epochs=max(c.epochs for c in configs), g_int=g_int, g_rate=g_rate,
         g_limit=np.array([reference.divergence_limit(inits[c.hidden_size], c.alpha, K)
                           for c in heads]),
-        g_settings=g_settings, state=state, g_size=g_size, slots=slots,
+        g_settings=g_settings, weights=weights, g_size=g_size, slots=slots,
         c_int=_stacked(flat_configs, c_size), c_size=c_size, g_cost=g_cost, packs=packs)
 
