@@ -21,6 +21,16 @@ import fastsoftmax as fs  # noqa: E402
 from peers import scaled  # noqa: E402
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    # One benchmark at a time, in this process: the project's pytest settings run the tests
+    # on every CPU with pytest-xdist (-n auto), under which pytest-benchmark switches itself
+    # off and two benchmarks would share the cores they time.
+    if getattr(config.option, "dist", "no") != "no":
+        config.option.dist = "no"
+        config.option.numprocesses = 0
+
+
 @pytest.fixture(scope="session")
 def real_data():
     try:
