@@ -22,16 +22,13 @@ import contextlib
 import logging
 import threading
 import time
-from dataclasses import dataclass
 
 import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .. import kernels
-from ..params import minibatch_orders
 from .engine import _cycles, run_plan, seconds_per_cycle
-from .plan import Plan, writable
+from .plan import Plan, RunData
 
 DASK_EXTRA = ("a Dask cluster needs dask.distributed: pip install 'fastsoftmax[dask]' "
               "(or, in a clone, pip install '.[dask]')")
@@ -61,23 +58,6 @@ def parse_scheduler(text: str) -> tuple[str, object]:
                      f"tcp://HOST:PORT, or local:N for N worker processes on this machine")
 
 
-@dataclass
-class SharedData:
-    """What every task reads, scattered to each worker once: X (N, D) and
-    X_val (uint8 pixels or the model dtype), y, y_val (int64), the pixel table
-    (or None) and the minibatch orders (E, N) int64."""
-
-    X: np.ndarray
-    y: np.ndarray
-    X_val: np.ndarray
-    y_val: np.ndarray
-    table: np.ndarray | None
-    orders: np.ndarray
-
-    def __setstate__(self, state):  # once per worker: see plan.writable
-        self.__dict__.update(writable(state))
-
-
 _LAUNCH_LOCK = threading.Lock()
 
 
@@ -91,7 +71,7 @@ def _launch_guard():
     return contextlib.nullcontext() if layer in ("omp", "tbb") else _LAUNCH_LOCK
 
 
-def train_pack(data: SharedData, plan: Plan) -> dict:
+def train_pack(data: RunData, plan: Plan) -> dict:
     """A task: train the one pack of ``plan`` (from :meth:`Plan.pack_plan`) on a worker.
 
     Returns its Outputs, the snapshots of its configurations' models, and the
@@ -99,12 +79,11 @@ def train_pack(data: SharedData, plan: Plan) -> dict:
     """
     numba.set_num_threads(1)  # this thread's parallel launches: one pack is one thread's work
     out = plan.outputs()
-    snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
+    snaps = plan.snapshots()
     stop = np.zeros(1, np.int64)
     c0, t0 = _cycles(), time.perf_counter()
     with _launch_guard(), threadpool_limits(limits=1):
-        run_plan(plan, data.X, data.y, data.X_val, data.y_val, data.table, data.orders,
-                 np.zeros((1, 1), np.int64), out, snaps, stop)
+        run_plan(plan, data, np.zeros((1, 1), np.int64), out, snaps, stop)
     seconds = ((out.epoch_end.astype(np.float64) - out.g_start[:, None].astype(np.float64))
                * seconds_per_cycle(c0, t0))
     return {"out": out, "snaps": snaps, "seconds": seconds}
@@ -140,10 +119,9 @@ class ClusterRunner:
 
     def __init__(self, plan: Plan, X, y, X_val, y_val, seed: int, scheduler: str):
         self.plan, self.scheduler = plan, scheduler
-        self.data = SharedData(X, y, X_val, y_val, kernels.table_for(X, plan.dtype),
-                               minibatch_orders(X.shape[0], plan.epochs, seed))
+        self.data = RunData.of(plan, X, y, X_val, y_val, seed)
         self.out = plan.outputs()
-        self.snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
+        self.snaps = plan.snapshots()
         self.secs = np.zeros(self.out.epoch_end.shape)
         self.client = self.cluster = None
         self.pending = {}  # future -> (pack index, the pack's own plan, as sent)

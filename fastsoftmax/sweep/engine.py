@@ -31,7 +31,7 @@ from ..kernels.products import _tiles, tiles_pointer, tiles_types
 from ..kernels.steps import _gather, gather_types
 from .plan import (C_EPOCHS, C_GROUP, C_OFF, DIVERGED, DONE, G_ALPHA, G_BATCH, G_EPOCHS,
                    G_HIDDEN, G_LR, G_OFF, G_OPT, OBJECTIVE, TRAIN_XENT, VAL_ACC, VAL_LOSS,
-                   Outputs, Plan, _rows_padded)
+                   Outputs, Plan, RunData, _rows_padded)
 from .results import Record
 
 
@@ -200,9 +200,10 @@ def _kernel_pointers(plan: Plan, X, y, X_val, y_val, table, orders):
     return types.FunctionType(types.none(*epoch)), types.FunctionType(types.none(*validate))
 
 
-def run_plan(plan: Plan, X, y, X_val, y_val, table, orders, workers_plan, out: Outputs,
-             snaps, stop):
+def run_plan(plan: Plan, data: RunData, workers_plan, out: Outputs, snaps, stop):
     """Run :func:`_sweep` on ``plan`` in place: worker w trains packs ``workers_plan[w]``."""
+    X, y, X_val, y_val, table, orders = (data.X, data.y, data.X_val, data.y_val, data.table,
+                                         data.orders)
     args = (X, y, X_val, y_val, table, plan.n_classes, orders, workers_plan,
             _rows_padded(plan.packs), plan.g_int, plan.g_rate, plan.g_limit, plan.g_settings,
             plan.weights, plan.slots, plan.c_int, snaps, out.curves, out.clocks, out.progress,

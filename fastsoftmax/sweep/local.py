@@ -10,13 +10,11 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from .. import kernels
 from ..host.cpus import available_cpus
 from ..host.interrupts import interrupts_never_lost
-from ..params import minibatch_orders
 from .engine import _cycles, run_plan, seconds_per_cycle
 from .grid import assign_workers
-from .plan import Plan, _rows_padded
+from .plan import Plan, RunData, _rows_padded
 
 
 class LocalRunner:
@@ -25,10 +23,9 @@ class LocalRunner:
 
     def __init__(self, plan: Plan, X, y, X_val, y_val, seed: int, workers: int):
         self.plan = plan
-        self.data = (X, y, X_val, y_val, kernels.table_for(X, plan.dtype),
-                     minibatch_orders(X.shape[0], plan.epochs, seed))
+        self.data = RunData.of(plan, X, y, X_val, y_val, seed)
         self.out = plan.outputs()
-        self.snaps = np.zeros(int(sum(plan.c_size)), plan.dtype)
+        self.snaps = plan.snapshots()
         self.W = max(1, min(workers, available_cpus().count, len(plan.packs)))
         self.rows = _rows_padded(assign_workers(
             [sum(plan.g_cost[g] for g in p) for p in plan.packs], self.W))
@@ -38,7 +35,7 @@ class LocalRunner:
         self.previous_threads = None
 
     def _run(self, rows):
-        run_plan(self.plan, *self.data, rows, self.out, self.snaps, self.stop_flags)
+        run_plan(self.plan, self.data, rows, self.out, self.snaps, self.stop_flags)
 
     def _work(self):
         try:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import kernels, reference
 from ..optimizers import init_state, make_optimizer
-from ..params import init_params
+from ..params import init_params, minibatch_orders
 from .grid import Config, group_configs, pack_groups
 
 # The rows of the stacked arrays the engine reads and writes, each stacked once (every
@@ -116,6 +116,10 @@ class Plan:
     def outputs(self) -> "Outputs":
         return Outputs.empty(self.g_int.shape[1], self.epochs)
 
+    def snapshots(self) -> np.ndarray:
+        """A flat array for every configuration's model, copied in as it is reached."""
+        return np.zeros(int(sum(self.c_size)), self.dtype)
+
     def pack_plan(self, p: int) -> "Plan":
         """The plan of pack ``p`` alone: its groups renumbered 0..P-1, their
         starting weights and configurations, and one pack.  Training it gives
@@ -147,6 +151,28 @@ def _stacked(flat_configs: list, c_size: list) -> np.ndarray:
     """c_int of configurations ``flat_configs`` with snapshots of ``c_size``."""
     return np.array([[gi for gi, _ in flat_configs], [c.epochs for _, c in flat_configs],
                      kernels.offsets(c_size)], np.int64).reshape(len(C_INT), -1)
+
+
+@dataclass
+class RunData:
+    """What the packs of a plan read: X (N, D) and X_val (uint8 pixels or the model
+    dtype), y, y_val (int64), the pixel table (or None) and the minibatch orders (E, N)
+    int64.  A cluster scatters it to each worker once."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    table: np.ndarray | None
+    orders: np.ndarray
+
+    @classmethod
+    def of(cls, plan: "Plan", X, y, X_val, y_val, seed: int) -> "RunData":
+        return cls(X, y, X_val, y_val, kernels.table_for(X, plan.dtype),
+                   minibatch_orders(X.shape[0], plan.epochs, seed))
+
+    def __setstate__(self, state):  # once per worker: see writable
+        self.__dict__.update(writable(state))
 
 
 @dataclass
