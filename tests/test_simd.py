@@ -1,16 +1,19 @@
-"""The SIMD width: chosen from numba's target, overridden by FASTSOFTMAX_SIMD, cached apart,
-and both widths' kernels checked against the reference on whatever CPU runs the tests."""
+"""The SIMD width: chosen from numba's target, overridden by FASTSOFTMAX_SIMD, cached apart;
+each design's tiles built for an AVX-512 target and for one without, and both designs
+training the same bits (tests/test_kernels.py checks each against the reference)."""
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import llvmlite.binding as llvm
+import numpy as np
 import pytest
 
+import fastsoftmax as fs
 from fastsoftmax import simd
+from fastsoftmax.kernels import products
 from fastsoftmax.host.machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +35,7 @@ def _python(code: str, tmp_path, cache="numba-cache", **env) -> subprocess.Compl
     full = dict(os.environ)
     if cache is not None:
         full["NUMBA_CACHE_DIR"] = str(tmp_path / cache)
-    for key in ("FASTSOFTMAX_SIMD", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", simd._EMULATE_ENV):
+    for key in ("FASTSOFTMAX_SIMD", "NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
         full.pop(key, None)
     full.update({k: v for k, v in env.items() if v is not None})
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full, capture_output=True,
@@ -132,59 +135,24 @@ def test_avx512_on_this_host_without_it_fails_the_import(tmp_path):
     assert run.returncode != 0 and "FASTSOFTMAX_SIMD=avx512, but" in run.stderr
 
 
-_TRAINING_BITS = """
-import hashlib
-import numpy as np
-import fastsoftmax as fs
-rng = np.random.default_rng(0)
-X = rng.integers(0, 256, (600, 784), dtype=np.uint8)
-y = rng.integers(0, 10, 600)
-h = hashlib.sha256()
-for hidden in (20, 40, 56):  # 64-byte strips of 2 and 1 vectors, and the 32-byte tail
-    for dtype in (np.float32, np.float64):
-        for optimizer in ("sgd", "adam"):
-            r = fs.train(X, y, hidden_size=hidden, epochs=2, batch_size=50, seed=1,
-                         optimizer=optimizer, learning_rate=0.05 if optimizer == "sgd" else 1e-3,
-                         dtype=dtype)
-            for a in r.params:
-                h.update(np.ascontiguousarray(a).tobytes())
-print("BITS", h.hexdigest())
-"""
-
-
-def _training_bits(output: str) -> str:
-    return next(line.split()[1] for line in output.splitlines() if line.startswith("BITS "))
-
-
-@pytest.mark.cold_compile
-def test_the_other_widths_kernels_agree_with_the_reference(tmp_path):
-    """tests/test_kernels.py (reference agreement, packs bit-identical to training alone,
-    exact padding) on the width this process does not use, but for the float64 cases fed
-    uint8 pixels, whose pixel-table kernels are the costliest to compile and hold no
-    SIMD-width-specific code beyond what the float64 cases fed floats and the float32
-    pixel cases already check.  On an AVX-512 host that is
-    FASTSOFTMAX_SIMD=avx2, run natively.  Elsewhere it is the AVX-512 design built for
-    this CPU: the same tile shapes and tails, each 64-byte vector split in two by LLVM,
-    which runs here (slowly) and checks everything but the instructions.
-
-    Built for the same target, the two designs also train bit-identical models: every
-    output element of a tile is the same chain of multiply-adds over k, whatever the
-    tile's shape.  (Built for two targets, LLVM may split the vectorised reductions
-    outside the tiles differently, so an AVX-512 host is held to the reference's
-    tolerances only.)"""
-    env = {"FASTSOFTMAX_SIMD": "avx2"} if simd.WIDTH == "avx512" else {simd._EMULATE_ENV: "1"}
-    other = "avx2" if simd.WIDTH == "avx512" else "avx512"
-    code = ("import sys, pytest; from fastsoftmax import simd; "
-            f"assert simd.WIDTH == {other!r}, simd.WIDTH; "
-            "code = pytest.main(['-q', '-p', 'no:cacheprovider', '-n', '0', "
-            "'tests/test_kernels.py', '-k', "
-            "'not first_run and not (float64 and (True or every_pixel))'])\n"
-            # the bits are compared only where both designs are built for one target
-            + (_TRAINING_BITS if simd._EMULATE_ENV in env else "") + "\nsys.exit(code)")
-    run = _python(code, tmp_path, **env)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert re.search(r"\d+ passed", run.stdout) and "failed" not in run.stdout
-    if simd._EMULATE_ENV in env:
-        here = _python(_TRAINING_BITS, tmp_path, cache=None)  # the host width's usual cache
-        assert here.returncode == 0, here.stderr
-        assert _training_bits(run.stdout) == _training_bits(here.stdout)
+def test_both_designs_train_the_same_bits(monkeypatch):
+    """Built for one target, the two designs of the tiles train bit-identical models:
+    every output element of a tile is the same chain of multiply-adds over k, whatever
+    the tile's shape, and the rest of the kernels is the same code.  (Built for two
+    targets, LLVM may split the vectorised reductions outside the tiles differently, so
+    FASTSOFTMAX_SIMD=avx2 on an AVX-512 host is held to the reference's tolerances.)
+    tests/test_kernels.py checks each design against the reference."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (600, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, 600)
+    for hidden in (20, 40, 56):  # 64-byte strips of 2 and 1 vectors, and the 32-byte tail
+        for dtype in (np.float32, np.float64):
+            for optimizer, lr in (("sgd", 0.05), ("adam", 1e-3)):
+                trained = []
+                for design in sorted(products.DESIGNS):
+                    monkeypatch.setattr(products, "_tiles", products.DESIGNS[design])
+                    trained.append(fs.train(X, y, hidden_size=hidden, epochs=2, batch_size=50,
+                                            seed=1, optimizer=optimizer, learning_rate=lr,
+                                            dtype=dtype).params)
+                for a, b in zip(*trained):
+                    np.testing.assert_array_equal(a, b)

@@ -8,10 +8,12 @@ Two designs of the register tiles exist (:mod:`fastsoftmax.kernels._tile`):
   for tiles of 12 rows x 2 vectors; a 32-byte tile finishes rows whose width is
   not a multiple of 64 bytes, so hidden sizes still pad only to 8 float32.
 
-The width follows the features numba compiles for: ``"avx512"`` where they
-include ``avx512f``, else ``"avx2"``.  Numba keys its cache on the target CPU's
-name and features, and the width is a function of those, so a cache filled on
-one CPU never hands the other width's code to another.
+Each design is a function of its own (``kernels.products.DESIGNS``), and every
+kernel takes the tiles as a function pointer, so the width picks which design the
+kernels are handed; the kernels themselves are the same code for both.  The width
+follows the features numba compiles for: ``"avx512"`` where they include
+``avx512f``, else ``"avx2"``.  Numba keys its cache on the target CPU's name and
+features, so a cache filled on one CPU never hands its code to another.
 
 ``FASTSOFTMAX_SIMD`` overrides it, read once, as fastsoftmax is imported:
 
@@ -36,11 +38,6 @@ from numba.core.registry import cpu_target
 
 ENV = "FASTSOFTMAX_SIMD"
 WIDTHS = {"avx2": 32, "avx512": 64}  # name -> bytes of the widest vector the tiles use
-# A private switch for tests only: build the 64-byte design for a target without AVX-512,
-# where LLVM splits each vector in two.  It runs (slowly) on AVX2 hardware, so the 64-byte
-# design's tile shapes and tails can be checked against the reference on any machine.
-# The design is then not a function of the target, so numba's cache must be private.
-_EMULATE_ENV = "_FASTSOFTMAX_SIMD_EMULATE_AVX512"
 
 
 class SimdError(RuntimeError):
@@ -98,10 +95,6 @@ def _target_features() -> str:
 
 def _select() -> str:
     request = os.environ.get(ENV)
-    if os.environ.get(_EMULATE_ENV):
-        if not os.environ.get("NUMBA_CACHE_DIR"):
-            raise SimdError(f"{_EMULATE_ENV} needs a private NUMBA_CACHE_DIR")
-        return "avx512"
     wants_avx2 = (request or "").strip().lower() == "avx2"
     # Turning AVX-512 off works only before numba's CPU target exists, and only
     # when the user has not named the target's features themselves.
