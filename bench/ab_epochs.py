@@ -6,13 +6,17 @@ back to back, in an order that flips every round, and the figure is the median o
 of each checkout's epoch time over the first's: both sides of a ratio see the same seconds.
 
     python bench/ab_epochs.py BASE OTHER [MORE ...] [--cells 40x128,20x32] [--rounds 8]
+                              [--optimizer adam]
 
-BASE, OTHER, ...: roots of fastsoftmax checkouts (``git worktree add`` or clones).  Each cell
+BASE, OTHER, ...: roots of fastsoftmax checkouts (``git worktree add`` or clones). Each cell
 H x B trains a pack of four plain-SGD models of H hidden units (the default grid's learning
-rates and alphas) on the sweep's 48,000 training images as loaded (uint8), minibatch B, a
-fresh order each round.  Every checkout starts each round from the same weights, so the
-script also reports whether they trained the same bits.  An empty ``NUMBA_CACHE_DIR``
-keeps the compiled code out of the checkouts' trees (round 0, untimed, compiles).
+rates and alphas; ``--optimizer`` names another rule for all four, which runs the epoch
+kernel with the other rules) on the sweep's 48,000 training images as loaded (uint8),
+minibatch B, a fresh order each round. Every checkout starts each round from the same
+weights, so the script also reports whether they trained the same bits. The compiled code
+goes to a fresh temporary ``NUMBA_CACHE_DIR`` unless one is set (round 0, untimed,
+compiles): the checkouts are loaded under other module names, and their code cached in their
+own trees would name modules that a normal import cannot find.
 """
 
 from __future__ import annotations
@@ -22,9 +26,13 @@ import importlib
 import importlib.util
 import os
 import sys
+import tempfile
 import time
 
-import numpy as np
+# numba reads it when first imported, which the checkouts do
+os.environ.setdefault("NUMBA_CACHE_DIR", tempfile.mkdtemp(prefix="ab_epochs-"))
+
+import numpy as np  # noqa: E402
 
 PACK_LR = [1e-3, 1e-4, 1e-3, 1e-4]
 PACK_ALPHA = [1e-3, 1e-3, 1.0, 1.0]
@@ -60,6 +68,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", type=lambda s: [cell(c) for c in s.split(",")],
                     default=[(40, 128), (40, 32), (20, 128), (20, 32)])
     ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--optimizer", default="sgd", help="sgd (default), momentum, nesterov, adam")
     args = ap.parse_args(argv)
     if len(args.roots) < 2:
         ap.error("give at least two checkouts")
@@ -79,6 +88,7 @@ def main(argv=None) -> int:
     for H, B in args.cells:
         start = [fs.init_params(X.shape[1], H, 10, seed=s, dtype=np.float32) for s in range(4)]
         orders = fs.minibatch_orders(len(X), args.rounds + 1, 0)
+        rule = fs.optimizers.make_optimizer(args.optimizer)
         times = [[] for _ in mods]
         same = True
         for r in range(args.rounds + 1):  # round 0 compiles
@@ -89,8 +99,8 @@ def main(argv=None) -> int:
             for i in turn:
                 kernels = mods[i][1]
                 t = time.perf_counter()
-                params = kernels.train_epoch_many(start, X, y, orders[r], B, PACK_LR,
-                                                  PACK_ALPHA)[0]
+                params = kernels.train_epoch_many(start, X, y, orders[r], B, PACK_LR, PACK_ALPHA,
+                                                  optimizers=[rule] * 4)[0]
                 if r:
                     times[i].append(time.perf_counter() - t)
                 trained[i] = params
