@@ -4,6 +4,10 @@ import os
 # API support is switched on, which must happen before SciPy is first imported.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -37,6 +41,26 @@ def data_dir(tmp_path_factory):
         np.save(d / f"fashion_mnist_{key}_images.npy", images)
         np.save(d / f"fashion_mnist_{key}_labels.npy", labels)
     return d
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def pytest_configure(config):
+    """Before the workers start, on a run of the whole suite: numba's cache filled with
+    the kernels of each dtype by one process per dtype, side by side (tests/prefill.py
+    says why).  A run of chosen files skips it; where the cache is filled already, each
+    process only loads from it."""
+    if hasattr(config, "workerinput") or any(
+            Path(arg.split("::")[0]).resolve() != TESTS for arg in config.args):
+        return
+    procs = [subprocess.Popen([sys.executable, str(TESTS / "prefill.py"), dtype],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for dtype in ("float32", "float64")]
+    for proc in procs:
+        _, err = proc.communicate()
+        if proc.returncode:  # the tests that need the kernel fail with their own message
+            sys.stderr.write(f"tests/prefill.py failed ({proc.returncode}):\n{err[-2000:]}\n")
 
 
 # Files whose tests start processes (the command line, Dask workers) that load the
