@@ -1,11 +1,20 @@
 import os
+import sys
 
 # scikit-learn's estimator checks include one that runs only when SciPy's array
 # API support is switched on, which must happen before SciPy is first imported.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+# `python -m pytest` in a clone imports the clone's fastsoftmax; the processes the tests
+# start (the command line, Dask workers, tests/prefill.py) must import the same one, not
+# an installed copy elsewhere: numba caches compiled kernels beside each copy's source,
+# so two copies compile every kernel twice.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+sys.path.insert(0, ROOT)  # this process too, wherever pytest was started from
+
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
