@@ -380,10 +380,3 @@ def test_import_does_not_need_sklearn():
     assert "pip install '.[sklearn]' in a clone of fastsoftmax" in out
 
 
-@pytest.mark.realdata
-def test_real_data_documented_configuration(real_data):
-    # The configuration the README documents for the estimator: the defaults, 20 epochs.
-    clf = SoftmaxMLPClassifier(epochs=20, tol=None, random_state=0)
-    clf.fit(real_data.train_images / 255.0, real_data.train_labels)
-    accuracy = clf.score(real_data.test_images / 255.0, real_data.test_labels)
-    assert accuracy >= 0.87, accuracy

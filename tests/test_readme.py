@@ -27,6 +27,9 @@ def test_readme_examples_run(real_data, tmp_path, monkeypatch):
     for block in python_blocks():
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["accuracy"] > 0.8
+    # the estimator's documented configuration (the defaults, 20 epochs), saved and loaded
+    clf, data = namespace["clf"], namespace["data"]
+    assert clf.score(data.test_images / 255.0, data.test_labels) >= 0.87
     assert (tmp_path / "model.npz").is_file() and (tmp_path / "clf.npz").is_file()
     for picture in ("curves.png", "confusion.png", "wrong.png"):
         assert (tmp_path / picture).stat().st_size > 10_000
