@@ -18,22 +18,27 @@ __all__ = [
     "CLASS_NAMES", "DataError", "Dataset", "History", "Params", "TrainResult", "evaluate",
     "init_params", "load_fashion_mnist", "load_params", "minibatch_orders", "predict",
     "predict_proba", "reference", "save_params", "simd", "train", "SoftmaxMLPClassifier",
+    "SoftmaxMLPGridSearchCV", "SoftmaxMLPRandomizedSearchCV",
 ]
+_NEED_SKLEARN = {"SoftmaxMLPClassifier": "estimator", "SoftmaxMLPGridSearchCV": "search",
+                 "SoftmaxMLPRandomizedSearchCV": "search"}
 __version__ = "0.1.0"
 
 
 def __getattr__(name):
-    # The estimator needs scikit-learn, an optional extra: import it only when asked for.
-    if name == "SoftmaxMLPClassifier":
+    # The estimator and the searches need scikit-learn, an optional extra: imported
+    # only when asked for.
+    if name in _NEED_SKLEARN:
+        import importlib
         try:
-            from .estimator import SoftmaxMLPClassifier
+            module = importlib.import_module(f".{_NEED_SKLEARN[name]}", __name__)
         except ModuleNotFoundError as exc:
             if (exc.name or "").partition(".")[0] != "sklearn":
                 raise
-            raise ImportError("fastsoftmax.SoftmaxMLPClassifier needs scikit-learn: "
+            raise ImportError(f"fastsoftmax.{name} needs scikit-learn: "
                               "pip install '.[sklearn]' in a clone of fastsoftmax, or "
                               "pip install 'scikit-learn>=1.6'") from exc
-        return SoftmaxMLPClassifier
+        return getattr(module, name)
     if name == "plots":  # matplotlib's pictures: `from fastsoftmax import plots`
         from .report import plots
         return plots

@@ -42,6 +42,20 @@ _FORMAT_1 = "fastsoftmax.SoftmaxMLPClassifier/1"
 ALPHA_AUTO = 2.0
 
 
+def diverged_message(epoch: int, limit: float) -> str:
+    """The RuntimeWarning of a fit whose training diverged in ``epoch`` (1-based)."""
+    return (f"SoftmaxMLPClassifier: training diverged in epoch {epoch} (a minibatch loss was "
+            f"non-finite or above {limit:.3g}, {reference.DIVERGENCE_FACTOR:g} times the loss "
+            "at the start); it stopped there, keeping the weights before that minibatch (try "
+            "a smaller learning_rate)")
+
+
+def unconverged_message(epochs: int) -> str:
+    """The ConvergenceWarning of a fit that ran all its ``epochs`` still improving."""
+    return (f"SoftmaxMLPClassifier: reached epochs={epochs} before the loss stopped improving; "
+            "more epochs may help")
+
+
 def _check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -348,11 +362,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             loss, diverged = engine.epoch(X, y, order, h["batch_size"], h["learning_rate"],
                                           h["alpha"], limit)
             if diverged:
-                warnings.warn(f"SoftmaxMLPClassifier: training diverged in epoch "
-                              f"{len(loss_curve) + 1} (a minibatch loss was non-finite or above "
-                              f"{limit:.3g}, {reference.DIVERGENCE_FACTOR:g} times the loss at "
-                              "the start); it stopped there, keeping the weights before that "
-                              "minibatch (try a smaller learning_rate)", RuntimeWarning,
+                warnings.warn(diverged_message(len(loss_curve) + 1, limit), RuntimeWarning,
                               stacklevel=3)  # point at the caller of fit / partial_fit
                 break
             loss_curve.append(loss)
@@ -375,9 +385,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
                 break
         else:
             if stop_early and epochs > 1:
-                warnings.warn(f"SoftmaxMLPClassifier: reached epochs={epochs} before the "
-                              "loss stopped improving; more epochs may help", ConvergenceWarning,
-                              stacklevel=3)
+                warnings.warn(unconverged_message(epochs), ConvergenceWarning, stacklevel=3)
         params = best_params if best_params is not None else engine.params()
         # With early stopping the weights go back to the best epoch's; the
         # optimiser's state is the last epoch's (as MLPClassifier keeps it).

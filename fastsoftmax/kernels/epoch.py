@@ -355,15 +355,19 @@ class Packed:
         self.steps = np.array([st.step for st in states], np.int64)
         self.opts, self.settings = settings_of(optimizers)
 
-    def epoch(self, X, y, order, batch_size, learning_rates, alphas, limits=None):
-        """One epoch of every model on X (N, D), y (N,), sharing ``order`` (N,).
+    def epoch(self, X, y, order, batch_size, learning_rates, alphas, limits=None,
+              alive=None):
+        """One epoch of the models on X (N, D), y (N,), sharing ``order``: indices into X,
+        the minibatches its consecutive slices (the last one smaller).
 
-        learning_rates, alphas, limits (default: none): P values each.
+        learning_rates, alphas, limits (default: none): P values each; alive (P,) bool
+        (default: all): the models to train, the others left as they are.
         Returns (losses (P,) float64, alive (P,) bool): a model not alive has
-        diverged and stopped before that minibatch's update (its loss NaN).
+        diverged and stopped before that minibatch's update, or was not trained
+        (its loss NaN).
         """
         P = self.offs.shape[0]
-        alive = np.ones(P, np.bool_)
+        alive = np.ones(P, np.bool_) if alive is None else np.array(alive, np.bool_)
         losses = np.empty(P)
         limits = np.full(P, np.inf) if limits is None else np.asarray(limits, np.float64)
         with_tiles(

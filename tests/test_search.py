@@ -1,0 +1,162 @@
+"""The searches on the engine against scikit-learn's own searches of SoftmaxMLPClassifier:
+the same candidates, scores, ranks, best parameters and refitted weights, and the same
+cv_results_ table."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+sklearn = pytest.importorskip("sklearn", reason="the searches need scikit-learn "
+                              "(fastsoftmax[sklearn], part of fastsoftmax[test])")
+
+from scipy.stats import loguniform  # noqa: E402
+from sklearn.datasets import make_classification  # noqa: E402
+from sklearn.exceptions import FitFailedWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, RandomizedSearchCV, StratifiedKFold  # noqa: E402
+
+import fastsoftmax as fs  # noqa: E402
+from fastsoftmax import search  # noqa: E402
+from fastsoftmax.estimator import SoftmaxMLPClassifier  # noqa: E402
+
+pd = pytest.importorskip("pandas", reason="cv_results_ as a DataFrame needs pandas "
+                         "(part of fastsoftmax[test])")
+
+# What the engine's timing replaces; everything else must be scikit-learn's, value for value.
+TIMES = ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time")
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, y = make_classification(n_samples=240, n_features=12, n_informative=8, n_classes=3,
+                               random_state=0)
+    return X, np.array(["ant", "bee", "cat"])[y]  # any label values
+
+
+def same_results(ours, theirs):
+    a, b = pd.DataFrame(ours.cv_results_), pd.DataFrame(theirs.cv_results_)
+    assert list(a.columns) == list(b.columns)
+    assert list(a.dtypes) == list(b.dtypes)
+    keep = [c for c in a.columns if c not in TIMES]
+    pd.testing.assert_frame_equal(a[keep], b[keep])
+    assert ours.best_params_ == theirs.best_params_
+    assert ours.best_index_ == theirs.best_index_
+    assert ours.best_score_ == theirs.best_score_ or np.isnan(ours.best_score_)
+
+
+def same_estimators(a, b):
+    assert type(a) is SoftmaxMLPClassifier and a.get_params() == b.get_params()
+    for x, y in zip(a.params_, b.params_):
+        np.testing.assert_array_equal(x, y)
+    assert a.loss_curve_ == b.loss_curve_ and a.n_iter_ == b.n_iter_
+
+
+def fit_both(ours, theirs, X, y):
+    with warnings.catch_warnings(record=True) as w_ours:
+        warnings.simplefilter("always")
+        ours.fit(X, y)
+    with warnings.catch_warnings(record=True) as w_theirs:
+        warnings.simplefilter("always")
+        theirs.fit(X, y)
+    return sorted(str(w.message) for w in w_ours), sorted(str(w.message) for w in w_theirs)
+
+
+GRID = {"hidden_size": [4, 9], "learning_rate": [0.02, 1e3], "epochs": [2, 5, 8],
+        "optimizer": ["adam", "sgd"]}
+
+
+def test_grid_search_is_gridsearchcv(data):
+    """Stopping rule (n_iter_no_change=2), divergence (lr 1e3), epoch counts read off one
+    run, packs of both rules: the scores, ranks, weights and warnings of GridSearchCV."""
+    X, y = data
+    est = SoftmaxMLPClassifier(random_state=0, n_iter_no_change=2, tol=1e-3, batch_size=16)
+    cv = StratifiedKFold(3, shuffle=True, random_state=1)
+    ours = search.SoftmaxMLPGridSearchCV(GRID, estimator=est, cv=cv, n_jobs=2)
+    theirs = GridSearchCV(est, GRID, cv=cv)
+    w_ours, w_theirs = fit_both(ours, theirs, X, y)
+    same_results(ours, theirs)
+    same_estimators(ours.best_estimator_, theirs.best_estimator_)
+    assert w_ours == w_theirs and any("diverged" in w for w in w_ours)
+    assert ours.n_splits_ == 3 and list(ours.classes_) == ["ant", "bee", "cat"]
+    np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+
+
+def test_early_stopping_float64_and_several_scores(data):
+    X, y = data
+    est = SoftmaxMLPClassifier(random_state=3, early_stopping=True, n_iter_no_change=2,
+                               dtype="float64", batch_size=32)
+    grid = {"hidden_size": [5, 8], "epochs": [3, 6], "alpha": ["auto", 1e-2]}
+    scoring = {"acc": "accuracy", "nll": "neg_log_loss"}
+    ours = search.SoftmaxMLPGridSearchCV(grid, estimator=est, cv=4, scoring=scoring,
+                                         refit="nll", return_train_score=True)
+    theirs = GridSearchCV(est, grid, cv=4, scoring=scoring, refit="nll",
+                          return_train_score=True)
+    fit_both(ours, theirs, X, y)
+    same_results(ours, theirs)
+    same_estimators(ours.best_estimator_, theirs.best_estimator_)
+    assert ours.multimetric_ and "mean_train_nll" in ours.cv_results_
+
+
+def test_randomized_search_draws_randomizedsearchcvs_candidates(data):
+    X, y = data
+    est = SoftmaxMLPClassifier(random_state=0, epochs=4, tol=None)
+    dists = {"learning_rate": loguniform(1e-4, 1e-1), "hidden_size": [3, 6, 9],
+             "optimizer": ["adam", "momentum"]}
+    ours = search.SoftmaxMLPRandomizedSearchCV(dists, n_iter=6, estimator=est, cv=3,
+                                               random_state=7)
+    theirs = RandomizedSearchCV(est, dists, n_iter=6, cv=3, random_state=7)
+    fit_both(ours, theirs, X, y)
+    same_results(ours, theirs)
+    same_estimators(ours.best_estimator_, theirs.best_estimator_)
+
+
+def test_the_same_whatever_the_threads(data):
+    X, y = data
+    est = SoftmaxMLPClassifier(random_state=2, epochs=3, tol=None)
+    grid = {"hidden_size": [3, 5, 7, 9, 11], "learning_rate": [1e-3, 1e-2]}
+    one = search.SoftmaxMLPGridSearchCV(grid, estimator=est, cv=3, n_jobs=1).fit(X, y)
+    two = search.SoftmaxMLPGridSearchCV(grid, estimator=est, cv=3, n_jobs=2).fit(X, y)
+    same_results(one, two)
+
+
+def test_candidates_train_in_packs_and_epoch_counts_share_a_run(data, monkeypatch):
+    X, y = data
+    calls = []
+    epoch = fs.kernels.Packed.epoch
+
+    def counted(self, *args, **kwargs):
+        calls.append(len(self.offs))
+        return epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(fs.kernels.Packed, "epoch", counted)
+    est = SoftmaxMLPClassifier(random_state=0, tol=None)
+    grid = {"hidden_size": [4, 8], "learning_rate": [1e-3, 1e-2], "epochs": [2, 4]}
+    search.SoftmaxMLPGridSearchCV(grid, estimator=est, cv=3, refit=False).fit(X, y)
+    # 4 runs a fold (the epoch counts share one) in one pack of 4, 4 epochs: 12 calls, where
+    # the pairs one at a time take (2 + 4) x 4 x 3 = 72
+    assert calls == [4] * 12
+
+
+def test_a_candidate_fit_refuses_gets_the_error_score(data):
+    X, y = data
+    grid = {"hidden_size": [0, 4]}
+    est = SoftmaxMLPClassifier(random_state=0, epochs=2)
+    with pytest.warns(FitFailedWarning, match="hidden_size"):
+        ours = search.SoftmaxMLPGridSearchCV(grid, estimator=est, cv=3).fit(X, y)
+    assert np.isnan(ours.cv_results_["mean_test_score"][0])
+    assert ours.best_params_ == {"hidden_size": 4}
+
+
+def test_unknown_parameter_and_reference_backend_are_refused(data):
+    X, y = data
+    with pytest.raises(ValueError, match="Invalid parameter 'depth'"):
+        search.SoftmaxMLPGridSearchCV({"depth": [1, 2]}, cv=3).fit(X, y)
+    with pytest.raises(ValueError, match="backend='numpy'"):
+        search.SoftmaxMLPGridSearchCV({"backend": ["numpy"]}, cv=3).fit(X, y)
+    with pytest.raises(TypeError, match="must be a SoftmaxMLPClassifier"):
+        search.SoftmaxMLPGridSearchCV({"C": [1]}, estimator=object()).fit(X, y)
+
+
+def test_the_searches_are_exported():
+    assert fs.SoftmaxMLPGridSearchCV is search.SoftmaxMLPGridSearchCV
+    assert fs.SoftmaxMLPRandomizedSearchCV is search.SoftmaxMLPRandomizedSearchCV
