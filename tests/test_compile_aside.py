@@ -173,3 +173,32 @@ def test_a_standby_that_died_is_replaced_by_a_child_of_its_own(tmp_path):
 def test_one_cpu_starts_no_standby(tmp_path):
     got = _run(tmp_path, "standby one cpu")  # the patched Popen fails the run if a child starts
     assert got["children"] == 0 and got["compiled"] and got["misses"] == 1
+
+
+def test_cache_saves_wait_for_each_other(tmp_path):
+    """numba numbers a function's cache entries from its index: two processes saving at
+    once could give two signatures one data file.  A save waits for the lock beside the
+    index (fastsoftmax.kernels.jit), so whoever saves second reads the first's entry and
+    numbers its own apart."""
+    import fcntl
+    import threading
+
+    from numba.core import caching
+
+    import fastsoftmax.kernels.jit  # noqa: F401  (installs the lock)
+
+    first = caching.IndexDataCacheFile(str(tmp_path), "f-1.py311", ("stamp", 1))
+    second = caching.IndexDataCacheFile(str(tmp_path), "f-1.py311", ("stamp", 1))
+    first.save("float32", b"f32")
+    with open(first._index_path + ".lock", "a") as held:  # another process saving
+        fcntl.flock(held, fcntl.LOCK_EX)
+        saver = threading.Thread(target=second.save, args=("float64", b"f64"))
+        saver.start()
+        saver.join(timeout=0.5)
+        assert saver.is_alive(), "a save went ahead while the index was locked"
+        fcntl.flock(held, fcntl.LOCK_UN)
+    saver.join(timeout=60)
+    assert not saver.is_alive()
+    assert first.load("float32") == b"f32" and first.load("float64") == b"f64"
+    assert sorted(p.name for p in tmp_path.glob("*.nbc")) == ["f-1.py311.1.nbc",
+                                                             "f-1.py311.2.nbc"]

@@ -137,10 +137,11 @@ def test_candidates_train_in_packs_and_epoch_counts_share_a_run(data, monkeypatc
     assert calls == [4] * 12
 
 
+@pytest.mark.filterwarnings("ignore:One or more of the test scores are non-finite")
 def test_a_candidate_fit_refuses_gets_the_error_score(data):
     X, y = data
     grid = {"hidden_size": [0, 4]}
-    est = SoftmaxMLPClassifier(random_state=0, epochs=2)
+    est = SoftmaxMLPClassifier(random_state=0, epochs=2, tol=None)
     with pytest.warns(FitFailedWarning, match="hidden_size"):
         ours = search.SoftmaxMLPGridSearchCV(grid, estimator=est, cv=3).fit(X, y)
     assert np.isnan(ours.cv_results_["mean_test_score"][0])
