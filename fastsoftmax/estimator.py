@@ -56,6 +56,54 @@ def unconverged_message(epochs: int) -> str:
             "more epochs may help")
 
 
+class FitRule:
+    """What ``fit`` keeps epoch by epoch, and MLPClassifier's stopping rule: stop after
+    ``n_iter_no_change`` epochs without a gain of ``tol`` in the training loss, or with
+    early stopping in the validation accuracy (then keeping the best epoch's weights).
+    SoftmaxMLPClassifier._run and the searches (fastsoftmax.search) both step it.
+
+    h: the checked hyperparameters (``tol``, ``n_iter_no_change``, ``optimizer``, ``alpha``
+    resolved); validating: scores come with each epoch; stop_early: the rule may stop.
+    """
+
+    def __init__(self, h: dict, validating: bool, stop_early: bool):
+        self.h, self.stop_early = h, stop_early
+        self.curve, self.scores = [], ([] if validating else None)
+        self.best_loss, self.best_score, self.best_params, self.stale = np.inf, -np.inf, None, 0
+
+    def epoch(self, loss: float, score, params) -> tuple[bool, str]:
+        """Record an epoch's mean training loss and (validating) its validation accuracy;
+        params: a function giving the weights now.  Returns (whether the rule stops here,
+        the epoch's verbose line without its seconds)."""
+        self.curve.append(loss)
+        line = f"epoch {len(self.curve)}: loss {loss:.6f}"
+        tol = self.h["tol"] or 0.0
+        if self.scores is not None:
+            self.scores.append(score)
+            line += f", validation score {score:.6f}"
+            improved = score > self.best_score + tol
+            if score > self.best_score:
+                self.best_score, self.best_params = score, params()
+        else:
+            improved = loss < self.best_loss - tol
+            self.best_loss = min(self.best_loss, loss)
+        self.stale = 0 if improved else self.stale + 1
+        return self.stop_early and self.stale >= self.h["n_iter_no_change"], line
+
+    def result(self, params, optimizer_state, diverged: bool) -> dict:
+        """The fitted state as _set_state takes it: the best epoch's weights with early
+        stopping, else ``params()`` (the last); the optimiser's state is the last
+        epoch's, as MLPClassifier keeps it."""
+        validating = self.scores is not None
+        return dict(
+            params_=self.best_params.copy() if self.best_params is not None else params(),
+            loss_curve=list(self.curve), diverged_=diverged, _optimizer=self.h["optimizer"],
+            _optimizer_state=optimizer_state, alpha_=self.h["alpha"],
+            best_loss_=None if validating else float(self.best_loss),
+            validation_scores_=list(self.scores) if validating else None,
+            best_validation_score_=float(self.best_score) if validating else None)
+
+
 def _check_bool(value, name):
     if not isinstance(value, (bool, np.bool_)):
         raise ValueError(f"{name} must be True or False, got {value!r}")
@@ -351,8 +399,7 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         """Train params (with the optimiser's state, None: fresh) for up to ``epochs``
         epochs; return the new fitted state."""
         engine = _Engine(h["backend"], params, h["optimizer"], opt_state)
-        loss_curve, scores = [], ([] if X_val is not None else None)
-        best_loss, best_score, best_params, stale = np.inf, -np.inf, None, 0
+        rule = FitRule(h, X_val is not None, stop_early)
         diverged = False
         n = X.shape[0]
         limit = reference.divergence_limit(params, h["alpha"], params.shape[2])
@@ -362,39 +409,19 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
             loss, diverged = engine.epoch(X, y, order, h["batch_size"], h["learning_rate"],
                                           h["alpha"], limit)
             if diverged:
-                warnings.warn(diverged_message(len(loss_curve) + 1, limit), RuntimeWarning,
+                warnings.warn(diverged_message(len(rule.curve) + 1, limit), RuntimeWarning,
                               stacklevel=3)  # point at the caller of fit / partial_fit
                 break
-            loss_curve.append(loss)
-            line = f"epoch {len(loss_curve)}: loss {loss:.6f}"
-            if scores is not None:
-                scores.append(engine.evaluate(X_val, y_val, 0.0)[1])
-                line += f", validation score {scores[-1]:.6f}"
+            score = None if X_val is None else engine.evaluate(X_val, y_val, 0.0)[1]
+            stop, line = rule.epoch(loss, score, engine.params)
             if h["verbose"]:
                 print(f"{line}, {time.perf_counter() - t0:.2f} s", file=sys.stdout, flush=True)
-            # MLPClassifier's rule: stop after n_iter_no_change epochs without a gain of tol.
-            if scores is not None:
-                improved = scores[-1] > best_score + (h["tol"] or 0.0)
-                if scores[-1] > best_score:
-                    best_score, best_params = scores[-1], engine.params()
-            else:
-                improved = loss < best_loss - (h["tol"] or 0.0)
-                best_loss = min(best_loss, loss)
-            stale = 0 if improved else stale + 1
-            if stop_early and stale >= h["n_iter_no_change"]:
+            if stop:
                 break
         else:
             if stop_early and epochs > 1:
                 warnings.warn(unconverged_message(epochs), ConvergenceWarning, stacklevel=3)
-        params = best_params if best_params is not None else engine.params()
-        # With early stopping the weights go back to the best epoch's; the
-        # optimiser's state is the last epoch's (as MLPClassifier keeps it).
-        return dict(params_=params, loss_curve=loss_curve, diverged_=diverged,
-                    _optimizer=h["optimizer"], _optimizer_state=engine.optimizer_state(),
-                    alpha_=h["alpha"],
-                    best_loss_=None if scores is not None else float(best_loss),
-                    validation_scores_=scores,
-                    best_validation_score_=None if scores is None else float(best_score))
+        return rule.result(engine.params, engine.optimizer_state(), diverged)
 
     def _set_state(self, classes, prior, run, n_samples):
         """Assign every fitted attribute at once, after all the work succeeded.

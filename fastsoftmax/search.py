@@ -44,7 +44,7 @@ from sklearn.utils import _safe_indexing, check_array
 from sklearn.utils.validation import _get_feature_names, indexable
 
 from . import kernels, reference
-from .estimator import (ALPHA_AUTO, SoftmaxMLPClassifier, diverged_message,
+from .estimator import (ALPHA_AUTO, FitRule, SoftmaxMLPClassifier, diverged_message,
                         unconverged_message)
 from .host.cpus import available_cpus
 from .params import _seed_streams, init_params
@@ -65,6 +65,11 @@ def _key(estimator) -> str:
 
 def _rows_key(rows: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(rows, np.int64).tobytes()).hexdigest()
+
+
+def _rows_keys(splits) -> list[str]:
+    """Each fold's training rows as a key, in the order of ``splits``."""
+    return [_rows_key(train) for train, _ in splits]
 
 
 @dataclass
@@ -116,7 +121,7 @@ def _fold_models(base, candidates, X, y, splits) -> dict:
             raise ValueError(f"backend={h['backend']!r}: the search trains on the compiled "
                              "kernels; use GridSearchCV(SoftmaxMLPClassifier(backend="
                              "'numpy'), ...) for the reference")
-        for f, (train, _) in enumerate(splits):
+        for f, ((train, _), rows_key) in enumerate(zip(splits, _rows_keys(splits))):
             model = _pair_model(est, h, X, y, train, f, labels)
             if model is None:
                 continue
@@ -126,7 +131,7 @@ def _fold_models(base, candidates, X, y, splits) -> dict:
             run = share + (repr(sorted((k, repr(v)) for k, v in cand.items()
                                        if k != "epochs")),)
             model = runs.setdefault(run, model)
-            model.ends.setdefault(h["epochs"], []).append((key, _rows_key(train)))
+            model.ends.setdefault(h["epochs"], []).append((key, rows_key))
     return runs
 
 
@@ -136,12 +141,12 @@ def _pair_model(est, h, X, y, train, fold, labels) -> _Model | None:
         yf = est._check_targets(y[train])
     except ValueError:
         return None
-    classes, yi = np.unique(yf, return_inverse=True)
+    classes, codes = np.unique(yf, return_inverse=True)
     if len(classes) < 2:
         return None
     seed = est._seed()
     rows, val_rows, val_labels = train, None, None
-    yi = yi.astype(np.int64)
+    yi = codes.astype(np.int64)
     if h["early_stopping"]:
         try:
             tr, va, yi, val_labels = est._validation_split(
@@ -151,7 +156,7 @@ def _pair_model(est, h, X, y, train, fold, labels) -> _Model | None:
         rows, val_rows = train[tr], train[va]
     if fold not in labels:  # the fold's classes at its rows, once per fold
         full = np.zeros(len(y), np.int64)
-        full[train] = np.unique(yf, return_inverse=True)[1]
+        full[train] = codes
         labels[fold] = full
     h = dict(h, alpha=ALPHA_AUTO / len(rows) if h["alpha"] == "auto" else h["alpha"])
     return _Model(h, seed, rows, labels[fold], classes, val_rows,
@@ -180,42 +185,28 @@ class _Progress:
 
     def __init__(self, model: _Model, limit: float):
         self.model, self.limit = model, limit
-        self.curve, self.lines, self.seconds = [], [], 0.0
-        self.scores = [] if model.val_rows is not None else None
-        self.best_loss, self.best_score, self.best_params, self.stale = np.inf, -np.inf, None, 0
-        self.done = False
+        self.rule = FitRule(model.h, model.val_rows is not None, model.h["tol"] is not None)
+        self.lines, self.seconds, self.done = [], 0.0, False
 
     def step(self, packed, m, loss, alive, X_val, seconds):
-        """Epoch len(curve) + 1 ended for this model; returns what ends here."""
-        h, epoch = self.model.h, len(self.curve) + 1
+        """This model's next epoch ended (its loss, alive: not diverged, X_val: the
+        early-stopping rows or None, seconds: its share); returns the fits that end here."""
+        epoch = len(self.rule.curve) + 1
         self.seconds += seconds
         if not alive:
             return self._finish(packed, m, epoch, RuntimeWarning,
                                 diverged_message(epoch, self.limit), diverged=True)
-        self.curve.append(loss)
-        line = f"epoch {epoch}: loss {loss:.6f}"
-        tol = h["tol"] or 0.0
-        if self.scores is not None:
-            self.scores.append(kernels.evaluate(packed.params(m), X_val,
-                                                self.model.val_labels, 0.0)[1])
-            line += f", validation score {self.scores[-1]:.6f}"
-            improved = self.scores[-1] > self.best_score + tol
-            if self.scores[-1] > self.best_score:
-                self.best_score, self.best_params = self.scores[-1], packed.params(m)
-        else:
-            improved = loss < self.best_loss - tol
-            self.best_loss = min(self.best_loss, loss)
+        score = None if X_val is None else kernels.evaluate(packed.params(m), X_val,
+                                                            self.model.val_labels, 0.0)[1]
+        stop, line = self.rule.epoch(loss, score, lambda: packed.params(m))
         self.lines.append(f"{line}, {seconds:.2f} s")
-        self.stale = 0 if improved else self.stale + 1
-        if h["tol"] is not None and self.stale >= h["n_iter_no_change"]:
+        if stop:
             return self._finish(packed, m, epoch, None, None)
-        ends = self.model.ends.get(epoch, [])
-        out = [(k, self._fit(packed, m, epoch, ConvergenceWarning, unconverged_message(epoch))
-                if h["tol"] is not None and epoch > 1 else self._fit(packed, m, epoch, None,
-                                                                      None)) for k in ends]
-        if epoch == self.model.epochs:
-            self.done = True
-        return out
+        warning = ((ConvergenceWarning, unconverged_message(epoch))
+                   if self.rule.stop_early and epoch > 1 else (None, None))
+        self.done = epoch == self.model.epochs
+        return [(k, self._fit(packed, m, epoch, *warning))
+                for k in self.model.ends.get(epoch, [])]
 
     def _finish(self, packed, m, epoch, category, message, diverged=False):
         """The run stops at ``epoch``: every epoch count from here on ends with it."""
@@ -224,14 +215,8 @@ class _Progress:
                 for e, keys in self.model.ends.items() if e >= epoch for k in keys]
 
     def _fit(self, packed, m, draws, category, message, diverged=False) -> _Fit:
-        model, es = self.model, self.scores is not None
-        params = self.best_params.copy() if self.best_params is not None else packed.params(m)
-        run = dict(params_=params, loss_curve=list(self.curve), diverged_=diverged,
-                   _optimizer=model.h["optimizer"], _optimizer_state=packed.optimizer_state(m),
-                   alpha_=model.h["alpha"],
-                   best_loss_=None if es else float(self.best_loss),
-                   validation_scores_=list(self.scores) if es else None,
-                   best_validation_score_=float(self.best_score) if es else None)
+        model = self.model
+        run = self.rule.result(lambda: packed.params(m), packed.optimizer_state(m), diverged)
         return _Fit(run, model.classes, len(model.rows), model.seed, draws,
                     None if category is None else (category, message), list(self.lines),
                     self.seconds)
@@ -269,15 +254,16 @@ def _train_pack(pack: list[_Model], data: dict, stop: threading.Event) -> list:
     return out
 
 
-def train_pairs(base, candidates, X, y, splits, n_jobs: int) -> dict:
-    """Every (candidate, fold) pair the engine can train: {(candidate key, rows key): _Fit}."""
+def train_pairs(base, candidates, X, y, splits, n_jobs: int) -> tuple[dict, dict]:
+    """Every (candidate, fold) pair the engine can train: ({(candidate key, rows key):
+    _Fit}, {dtype name: X converted as fit converts it})."""
     packs = _packs(_fold_models(base, candidates, X, np.asarray(y), splits))
     data = {}
     for dtype in {m.h["dtype"].name for pack in packs for m in pack}:
         try:
             data[dtype] = check_array(X, dtype=dtype, order="C")
         except (TypeError, ValueError):
-            return {}  # fit's own validation says what is wrong, pair by pair
+            return {}, {}  # fit's own validation says what is wrong, pair by pair
     stop, fits = threading.Event(), {}
     with ThreadPoolExecutor(max_workers=n_jobs) as pool:
         futures = [pool.submit(_train_pack, pack, data, stop) for pack in packs]
@@ -289,7 +275,7 @@ def train_pairs(base, candidates, X, y, splits, n_jobs: int) -> dict:
             for future in futures:
                 future.cancel()
             raise
-    return fits
+    return fits, data
 
 
 class _Pretrained(SoftmaxMLPClassifier):
@@ -360,11 +346,10 @@ class _EngineSearch:
         for cand in candidates:  # an unknown name: scikit-learn's own error, at once
             clone(base).set_params(**cand)
         n_jobs = _threads(self.n_jobs)
-        fits = train_pairs(base, candidates, X, y, splits, n_jobs) if params == {} else {}
+        fits, data = (train_pairs(base, candidates, X, y, splits, n_jobs) if params == {}
+                      else ({}, {}))
         store = dict(X=X, fits=fits, n_features=X.shape[1], names=_get_feature_names(X),
-                     data={})
-        for dtype in {f.run["params_"].dtype.name for f in fits.values()}:
-            store["data"][dtype] = check_array(X, dtype=dtype, order="C")
+                     data=data)
         proxy = type("SoftmaxMLPClassifier", (_Pretrained,), {"_store": store})
         saved = self.estimator, self.cv, self.n_jobs
         self.estimator = proxy(**base.get_params(deep=False))
@@ -385,11 +370,10 @@ class _EngineSearch:
             plain = clone(base).set_params(**self.best_params_)
             plain.__dict__.update(self.best_estimator_.__dict__)
             self.best_estimator_ = plain
-        res = self.cv_results_
+        res, rows_keys = self.cv_results_, _rows_keys(splits)
         for i, params in enumerate(res["params"]):
             key = _key(clone(base).set_params(**params))
-            times = [fits[(key, _rows_key(train))].seconds for train, _ in splits
-                     if (key, _rows_key(train)) in fits]
+            times = [fits[(key, r)].seconds for r in rows_keys if (key, r) in fits]
             if len(times) == len(splits):
                 res["mean_fit_time"][i], res["std_fit_time"][i] = np.mean(times), np.std(times)
 
