@@ -79,7 +79,7 @@ STARTS_PROCESSES = ("test_cli_phases.py", "test_cluster.py", "test_cpus.py", "te
 
 
 def pytest_collection_modifyitems(config, items):
-    # Tests that compile every kernel into an empty cache take a core for a minute or so:
+    # Tests that compile kernels into an empty cache of their own hold a core for a while:
     # first in line, pytest-xdist runs them beside the rest instead of after it.
     def order(item):
         return (item.get_closest_marker("cold_compile") is None,

@@ -35,7 +35,7 @@ CLASS_TILE = 16  # Kp is a multiple: one two-vector float32 tile of logits
 # another: numba types a literal argument apart (Literal[int](0),
 # Literal[bool](False)) and compiles the callee again for it, where a typed
 # global shares the specialisation callers already compiled
-# (tests/test_kernels.py checks the cache holds one of each).
+# (tests/test_first_run.py checks the cache holds one of each).
 UNIT = np.int64(1)
 ORIGIN = np.int64(0)
 
