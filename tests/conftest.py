@@ -74,14 +74,16 @@ def pytest_configure(config):
 
 # Files whose tests start processes (the command line, Dask workers) that load the
 # kernels from numba's cache: run last, after the tests that compile those kernels
-# in-process, they find them there instead of each compiling them again.
-STARTS_PROCESSES = ("test_cli_phases.py", "test_cluster.py", "test_cpus.py", "test_report.py")
+# in-process, they find them there instead of each compiling them again.  Longest
+# first: the last tests of a run decide how long one worker waits for the other.
+STARTS_PROCESSES = ("test_cluster.py", "test_cli_phases.py", "test_report.py", "test_cpus.py")
 
 
 def pytest_collection_modifyitems(config, items):
     # Tests that compile kernels into an empty cache of their own hold a core for a while:
     # first in line, pytest-xdist runs them beside the rest instead of after it.
     def order(item):
+        name = item.path.name
         return (item.get_closest_marker("cold_compile") is None,
-                item.path.name in STARTS_PROCESSES)
+                STARTS_PROCESSES.index(name) if name in STARTS_PROCESSES else -1)
     items.sort(key=order)
