@@ -29,6 +29,9 @@ for rules, kernel in ((["sgd"], "_train_epoch_sgd"), (["sgd", "adam"], "_train_e
     fs.evaluate(params, frozen, y)
     fs.predict(params, frozen)
     fs.train(frozen, y, hidden_size=8, batch_size=16, epochs=1, optimizer=rules[-1])
+    floats = X / np.float32(255)  # float images: the same kernels, other rows
+    fs.train(floats, y, hidden_size=8, batch_size=16, epochs=1, optimizer=rules[-1])
+    fs.evaluate(params, floats, y)
     stats = getattr(epoch, kernel).stats
     print(kernel, sum(stats.cache_hits.values()), sum(stats.cache_misses.values()),
           len(epoch._train_epoch_many.overloads))
@@ -37,10 +40,10 @@ for rules, kernel in ((["sgd"], "_train_epoch_sgd"), (["sgd", "adam"], "_train_e
 
 @pytest.mark.cold_compile
 def test_a_first_run_compiles_one_specialisation_of_each_kernel(tmp_path):
-    """The sweep, the test-set evaluation and fs.train on read-only uint8 images
-    share every compiled kernel: a literal argument (0, False) or a read-only
-    array would each make numba compile a kernel again, seconds each on a first
-    run (#10's cold start).  Counted in numba's cache, filled from empty.  With more
+    """The sweep, the test-set evaluation and fs.train on read-only uint8 images and
+    on float32 images share every compiled kernel: a literal argument (0, False), a
+    read-only array or a kernel typed on the data's dtype would each make numba
+    compile a kernel again, seconds each on a first run (#10's cold start).  Counted in numba's cache, filled from empty.  With more
     than one CPU the epoch kernel compiles in a child process while this one compiles
     the sweep (fastsoftmax.kernels.compile_aside), and this one loads it from the cache.
     A grid of plain SGD alone uses the epoch kernel without the other rules, and

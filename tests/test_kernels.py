@@ -107,15 +107,15 @@ def test_evaluating_together_equals_evaluating_alone(dtype, pixels):
     hidden = [20, 7, 40, 3]
     params = [fs.init_params(784, h, 10, seed=i, dtype=dtype) for i, h in enumerate(hidden)]
     state, offs, hidden = kernels.pack(params)
-    table = kernels.table_for(X, dtype)
+    rows, table = kernels.data_rows(X, dtype)
     alive = np.array([True, True, False, True])
     ce, correct = np.full(4, -1.0), np.full(4, -1, np.int64)
-    products.with_tiles(evaluation._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
-                       y, ce, correct, np.empty((0, 0, 0), dtype), evaluation.NO_PROBA)
+    products.with_tiles(evaluation._forward_blocks, dtype, rows, table, state, offs, hidden, 10,
+                        alive, y, ce, correct, np.empty((0, 0, 0), dtype), evaluation.NO_PROBA)
     proba = np.full((4, X.shape[0], 10), -1, dtype)
-    products.with_tiles(evaluation._forward_blocks, dtype, X, table, state, offs, hidden, 10, alive,
-                       np.empty(0, np.int64), np.zeros(4), np.zeros(4, np.int64), proba,
-                       evaluation.WANT_PROBA)
+    products.with_tiles(evaluation._forward_blocks, dtype, rows, table, state, offs, hidden, 10,
+                        alive, np.empty(0, np.int64), np.zeros(4), np.zeros(4, np.int64), proba,
+                        evaluation.WANT_PROBA)
     assert ce[2] == -1.0 and correct[2] == -1 and (proba[2] == -1).all()
     for m in (0, 1, 3):
         loss, accuracy = kernels.evaluate(params[m], X, y, 0.0)
@@ -316,7 +316,7 @@ def _epoch_args(params, X, y, order, lrs, alphas, opts):
     dt = packed.dtype
     P = len(params)
     out = (np.ones(P, np.bool_), np.empty(P), np.empty(P))
-    args = (X, kernels.table_for(X, dt), y.astype(np.int64), order.astype(np.int64), 32,
+    args = (*kernels.data_rows(X, dt), y.astype(np.int64), order.astype(np.int64), 32,
             np.asarray(lrs, dt), np.asarray(alphas, dt), np.full(P, np.inf), packed.flat,
             packed.offs, packed.hidden, 10, *out, packed.opts, packed.settings, packed.slots,
             packed.steps)

@@ -33,12 +33,12 @@ from .epoch import Packed, epoch_kernel, sgd_step, train_epoch, train_epoch_many
 from .evaluation import evaluate, predict_proba
 from .layout import (from_kernel, offsets, pack, pack_slots, packed_size, packed_views,
                      pad_classes, pad_features, pad_hidden, pad_samples, pixel_table,
-                     settings_of, table_for, to_kernel, unpack)
+                     settings_of, data_rows, to_kernel, unpack)
 from .steps import loss_and_grads
 
 __all__ = [
     "Packed", "epoch_kernel", "evaluate", "from_kernel", "loss_and_grads", "offsets", "pack",
     "pack_slots", "packed_size", "packed_views", "pad_classes", "pad_features", "pad_hidden",
     "pad_samples", "pixel_table", "predict_proba", "settings_of", "sgd_step", "simd",
-    "table_for", "to_kernel", "train_epoch", "train_epoch_many", "unpack",
+    "data_rows", "to_kernel", "train_epoch", "train_epoch_many", "unpack",
 ]

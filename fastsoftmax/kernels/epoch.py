@@ -17,9 +17,9 @@ The epoch kernel's arguments, for P models (``epoch(X, table, y, order,
 batch_size, lrs, alphas, limits, weights, offs, hidden, K, alive, losses, xents,
 opts, settings, slots, steps, tiles)``):
 
-- X (N, D): float of the model dtype with ``table`` None, or uint8 pixels with
-  ``table`` = pixel_table(dtype) (see steps._gather); y (N,) int64; order (N,)
-  int64 permutation, minibatches its consecutive slices (the last one smaller);
+- X, table: the N data rows and their table (layout.data_rows: uint8 pixels, or the
+  bytes of floats of the model dtype); y (N,) int64; order (N,) int64 permutation,
+  minibatches its consecutive slices (the last one smaller);
 - lrs, alphas (P,) of the model dtype; limits (P,) float64, the largest loss
   accepted (reference.divergence_limit);
 - weights 1-D: model m packed at offs[m] (see layout.packed_views) with hidden[m]
@@ -50,8 +50,9 @@ from ._alloc import empty, zeros
 from ._tile import NORM_PARTIALS, square_sums
 from ._views import flat_view, grid_view
 from .jit import jit
-from .layout import (ORIGIN, _copy_columns, pack, pack_slots, pad_classes, pad_features,
-                     pad_hidden, pad_samples, packed_views, settings_of, table_for, unpack)
+from .layout import (ORIGIN, _copy_columns, data_rows, pack, pack_slots, pad_classes,
+                     pad_features,
+                     n_features, pad_hidden, pad_samples, packed_views, settings_of, unpack)
 from .products import tiles_pointer, with_tiles
 from .steps import (_backward, _bias_update, _columns_norm, _input_product,
                     _load_minibatch, _logits, _optimizer_coefs, _optimizer_rule,
@@ -220,7 +221,7 @@ def _epoch_kernel(rules: bool):
               K, alive, losses, xents, opts, settings, slots, steps, tiles):
         N, P = order.shape[0], offs.shape[0]
         B = min(batch_size, N)
-        Dp, Kp, Bp = pad_features(X.shape[1]), pad_classes(K), pad_samples(B)
+        Dp, Kp, Bp = pad_features(n_features(X, table, weights)), pad_classes(K), pad_samples(B)
         cols, split, Hw, W1w, decay_w, step_w, w2_coefs, widest = _lay_out(
             weights, offs, hidden, K, Dp, Kp, alive, opts, lrs, alphas)
         if not rules and Hw > split:
@@ -290,10 +291,11 @@ _train_epoch_sgd = _epoch_kernel(rules=False)
 
 
 def epoch_types(X, table, y, order, dtype) -> tuple:
-    """The epoch kernel's argument types for data X with its pixel ``table`` (or None),
-    labels y, an ``order``, and models of ``dtype``: the per-model arrays C-contiguous, as
-    every caller passes them, so that the sweep (which names them to take the kernel as a
-    pointer), fs.train and the estimator share one compiled kernel."""
+    """The epoch kernel's argument types for data rows X and their ``table``
+    (layout.data_rows), labels y, an ``order``, and models of ``dtype``: the per-model
+    arrays C-contiguous, as every caller passes them, so that the sweep (which names them
+    to take the kernel as a pointer), fs.train and the estimator share one compiled
+    kernel."""
     dt = numba.from_dtype(np.dtype(dtype))
     vec, grid = (lambda t: types.Array(t, 1, "C")), (lambda t: types.Array(t, 2, "C"))
     i64, f64 = types.int64, types.float64
@@ -372,7 +374,7 @@ class Packed:
         limits = np.full(P, np.inf) if limits is None else np.asarray(limits, np.float64)
         with_tiles(
             epoch_kernel(self.opts), self.dtype,
-            X, table_for(X, self.dtype), np.asarray(y, np.int64), np.asarray(order, np.int64),
+            *data_rows(X, self.dtype), np.asarray(y, np.int64), np.asarray(order, np.int64),
             batch_size, np.asarray(learning_rates, self.dtype), np.asarray(alphas, self.dtype),
             limits, self.flat, self.offs, self.hidden, self.shapes[0][2], alive, losses,
             np.empty(P), self.opts, self.settings, self.slots, self.steps)

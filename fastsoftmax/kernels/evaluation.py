@@ -2,14 +2,15 @@
 samples, for the loss, the accuracy and the probabilities.
 
 ``_forward_blocks(X, table, weights, offs, hidden, K, alive, y, ce, correct, proba,
-want_proba, tiles)`` runs M models over all of X (N, D), in blocks of EVAL_BLOCK
+want_proba, tiles)`` runs M models over all N rows of X, in blocks of EVAL_BLOCK
 samples.  Each block is gathered once for all models, and the first layer's product
 runs once over their W1 side by side (the pack layout of :mod:`.epoch`); the rest
 runs model by model.  Each model sees the operations it would see alone: its results
 are bit-identical alone or among others.
 
-- X and table as for steps._gather; weights 1-D: model m packed at offs[m] (see
-  layout.packed_views) with hidden[m] hidden units (unpadded) and K classes;
+- X and table: data rows and their table (layout.data_rows); weights 1-D: model m
+  packed at offs[m] (see layout.packed_views) with hidden[m] hidden units (unpadded)
+  and K classes;
 - alive (M,) bool: models marked False are skipped, their outputs left as they are;
 - with y given (length N): ce (M,) float64 out, the summed cross-entropy, and correct
   (M,) int64 out, the number of argmax predictions equal to y (y of length 0 leaves
@@ -30,8 +31,8 @@ from ._exp import exp_nonpositive
 from ._tile import ROWS
 from ._views import flat_view, grid_view
 from .jit import jit
-from .layout import (ORIGIN, _copy_columns, pack, pad_features, pad_hidden, pad_samples,
-                     packed_views, table_for)
+from .layout import (ORIGIN, _copy_columns, data_rows, n_features, pack, pad_features,
+                     pad_hidden, pad_samples, packed_views)
 from .products import tiles_pointer, with_tiles
 from .steps import _gather, _input_product, _logits, _overwrite_coefs, \
     _relu_bias, _scratch, _squared_norm
@@ -44,8 +45,9 @@ EVAL_BLOCK = np.int64(42 * ROWS)  # samples per forward block when evaluating
 @jit
 def _forward_blocks(X, table, weights, offs, hidden, K, alive, y, ce, correct, proba, want_proba,
                     tiles):
-    """Forward pass of M models over all of X (N, D): see the module docstring."""
-    N, M, Dp, dt = X.shape[0], offs.shape[0], pad_features(X.shape[1]), weights.dtype.type
+    """Forward pass of M models over all rows of X: see the module docstring."""
+    N, M, dt = X.shape[0], offs.shape[0], weights.dtype.type
+    Dp = pad_features(n_features(X, table, weights))
     # The pack layout: model m's W1 in columns cols[m] .. cols[m] + hidden[m].
     cols = empty(M, np.int64)
     c = ORIGIN
@@ -125,9 +127,10 @@ def _forward_blocks(X, table, weights, offs, hidden, K, alive, y, ce, correct, p
 
 
 def forward_types(X, table, y, dtype) -> tuple:
-    """_forward_blocks' argument types for data X with its pixel ``table`` (or None),
-    labels y (length 0: none) and models of ``dtype``, as the sweep passes them to take
-    the kernel as a pointer: without probabilities (an empty proba, want_proba False)."""
+    """_forward_blocks' argument types for data rows X and their ``table``
+    (layout.data_rows), labels y (length 0: none) and models of ``dtype``, as the sweep
+    passes them to take the kernel as a pointer: without probabilities (an empty proba,
+    want_proba False)."""
     ints = types.Array(types.int64, 1, "C")
     return (numba.typeof(X), numba.typeof(table), types.Array(numba.from_dtype(np.dtype(dtype)),
             1, "C"), ints, ints, types.int64, types.Array(types.bool_, 1, "C"), numba.typeof(y),
@@ -144,7 +147,7 @@ def evaluate(params: Params, X: np.ndarray, y: np.ndarray, alpha: float) -> tupl
     """Kernel version of :func:`fastsoftmax.reference.evaluate`."""
     weights, offs, hidden = pack([params])
     ce, correct = np.zeros(1), np.zeros(1, np.int64)
-    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), weights, offs,
+    with_tiles(_forward_blocks, params.dtype, *data_rows(X, params.dtype), weights, offs,
                hidden, params.shape[2], _ONE_ALIVE, np.asarray(y, np.int64), ce, correct,
                np.empty((0, 0, 0), params.dtype), NO_PROBA)
     value = ce[0] / X.shape[0]
@@ -159,7 +162,7 @@ def predict_proba(params: Params, X: np.ndarray) -> np.ndarray:
     """Kernel version of :func:`fastsoftmax.reference.predict_proba`: (n, K)."""
     weights, offs, hidden = pack([params])
     proba = np.empty((1, X.shape[0], params.shape[2]), params.dtype)
-    with_tiles(_forward_blocks, params.dtype, X, table_for(X, params.dtype), weights, offs,
+    with_tiles(_forward_blocks, params.dtype, *data_rows(X, params.dtype), weights, offs,
                hidden, params.shape[2], _ONE_ALIVE, _NO_LABELS, np.zeros(1),
                np.zeros(1, np.int64), proba, WANT_PROBA)
     return proba[0]

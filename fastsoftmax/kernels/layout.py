@@ -130,9 +130,27 @@ def pixel_table(dtype) -> np.ndarray:
     return pixels_to_float(np.arange(256, dtype=np.uint8), np.dtype(dtype))
 
 
-def table_for(X: np.ndarray, dtype):
-    """pixel_table(dtype) for uint8 X, None for X already of ``dtype``."""
-    return pixel_table(dtype) if X.dtype == np.uint8 else None
+def data_rows(X: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """X (N, D) as the kernels take it for models of ``dtype``: (rows, table).
+
+    uint8 pixels give (X, pixel_table(dtype)); floats of ``dtype`` give their bytes,
+    (N, D * itemsize) uint8, and an empty table (0,) of ``dtype``.  The kernels
+    take both kinds of data under one type and tell them apart by the table
+    (steps._gather): typed on X itself, every kernel compiled once for pixels
+    and again for floats.  (A read-only X is typed apart too: callers copy it.)"""
+    X = np.ascontiguousarray(X)
+    if X.dtype == np.uint8:
+        return X, pixel_table(dtype)
+    if X.dtype != np.dtype(dtype):
+        raise TypeError(f"data of {X.dtype} for models of {np.dtype(dtype)}")
+    return X.view(np.uint8), np.empty(0, dtype)
+
+
+@jit(inline="always")
+def n_features(X, table, weights):
+    """D, the features of data rows X with its ``table`` (see data_rows), for models
+    whose weights are of weights' dtype."""
+    return X.shape[1] if table.shape[0] > 0 else X.shape[1] // weights.itemsize
 
 
 def offsets(sizes) -> np.ndarray:

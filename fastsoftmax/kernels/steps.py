@@ -29,7 +29,7 @@ from ._exp import exp_nonpositive
 from ._prefetch import CACHE_LINE, prefetch
 from ._views import flat_view
 from .jit import jit
-from .layout import ORIGIN, UNIT, from_kernel, pad_samples, table_for, to_kernel
+from .layout import ORIGIN, UNIT, data_rows, from_kernel, pad_samples, to_kernel
 from .products import with_tiles
 
 INV_255 = 1.0 / 255.0  # float64
@@ -43,39 +43,44 @@ W1_ROW_BLOCK = 192
 
 @jit
 def _gather(X, table, rows, n, Xb):
-    """Xb[i, :D] = X[rows[i]] for i < n; rows n .. pad_samples(n) of Xb zeroed.
+    """Xb[i, :D] = the features of data row rows[i], for i < n; rows n ..
+    pad_samples(n) of Xb zeroed.
 
-    X: (N, D) of Xb's dtype with ``table`` None, or uint8 pixels with ``table``
-    = pixel_table(Xb.dtype), whose values they are given (numba compiles the
-    copy branch only when table is None).  Xb (>= pad_samples(n), Dp): columns
+    X, table: data rows and their table (layout.data_rows): uint8 pixels, with
+    ``table`` = pixel_table(Xb.dtype) the values they are given, or with an empty
+    table the bytes of rows of Xb's dtype.  Xb (>= pad_samples(n), Dp): columns
     D .. Dp stay zero.
     """
-    D = X.shape[1]
     zero = Xb.dtype.type(0)
-    for i in range(n):
-        x = X[rows[i]]
-        xb = Xb[i]
-        if table is None:
-            for d in range(D):
+    if table.shape[0] == 0:
+        F = X.view(Xb.dtype)
+        for i in range(n):
+            x = F[rows[i]]
+            xb = Xb[i]
+            for d in range(F.shape[1]):
                 xb[d] = x[d]
-        elif Xb.itemsize == 4:
-            # float32: rounding x * (1/255) computed in float64 gives exactly the
-            # float32 quotient x / 255 for every pixel value (x / 255 is never
-            # within 2^-33 of a float32 rounding boundary), and unlike the table
-            # lookup it vectorises.  tests/test_kernels.py checks all 256 values.
-            for d in range(D):
-                xb[d] = x[d] * INV_255
-        else:
-            for d in range(D):
-                xb[d] = table[x[d]]
+    else:
+        for i in range(n):
+            x = X[rows[i]]
+            xb = Xb[i]
+            if Xb.itemsize == 4:
+                # float32: rounding x * (1/255) computed in float64 gives exactly the
+                # float32 quotient x / 255 for every pixel value (x / 255 is never
+                # within 2^-33 of a float32 rounding boundary), and unlike the table
+                # lookup it vectorises.  tests/test_kernels.py checks all 256 values.
+                for d in range(X.shape[1]):
+                    xb[d] = x[d] * INV_255
+            else:
+                for d in range(X.shape[1]):
+                    xb[d] = table[x[d]]
     for i in range(n, pad_samples(n)):
         for d in range(Xb.shape[1]):
             Xb[i, d] = zero
 
 
 def gather_types(X, table, dtype) -> tuple:
-    """The argument types of the kernels' _gather calls for the data X and its ``table``
-    (see :func:`table_for`) and models of ``dtype``: the rows and the block come from
+    """The argument types of the kernels' _gather calls for data rows X and their
+    ``table`` (see layout.data_rows) and models of ``dtype``: the rows and the block come from
     :func:`_scratch`.  The sweep compiles _gather for them ahead of the epoch kernel
     (fastsoftmax.sweep.engine.run_plan)."""
     return (numba.typeof(X), numba.typeof(table), types.Array(types.int64, 1, "C"), types.int64,
@@ -455,7 +460,7 @@ def loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray,
     """Kernel version of :func:`fastsoftmax.reference.loss_and_grads`."""
     k = to_kernel(params)
     grads = tuple(np.empty_like(a) for a in k)
-    value = with_tiles(_loss_and_grads, params.dtype, X, table_for(X, params.dtype),
+    value = with_tiles(_loss_and_grads, params.dtype, *data_rows(X, params.dtype),
                        np.asarray(y, np.int64), _scalar(params, alpha), *k, *grads)
     return float(value), from_kernel(*grads, *params.shape[:2])
 

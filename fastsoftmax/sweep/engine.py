@@ -27,6 +27,7 @@ from ..kernels.compile_aside import compiled_aside
 from ..kernels.epoch import epoch_types
 from ..kernels.evaluation import NO_PROBA, _forward_blocks, forward_types
 from ..kernels.jit import jit
+from ..kernels.layout import n_features
 from ..kernels.products import _tiles, tiles_pointer, tiles_types
 from ..kernels.steps import _gather, gather_types
 from .plan import (C_EPOCHS, C_GROUP, C_OFF, DIVERGED, DONE, G_ALPHA, G_BATCH, G_EPOCHS,
@@ -74,7 +75,7 @@ def _run_worker(w, train_epoch, validate, tiles, X, y, Xv, yv, table, K, orders,
     the gufunc they wrap it in, and linked by name it would be optimised again at every
     level.  Apart, each is optimised once (docs/speed.md has the compile times).
     """
-    Dp = kernels.pad_features(X.shape[1])
+    Dp = kernels.pad_features(n_features(X, table, weights))
     Nv = Xv.shape[0]
     no_proba = empty((0, 0, 0), weights.dtype)
     for t in range(plan.shape[1]):
@@ -152,8 +153,8 @@ def _sweep(run_worker, train_epoch, validate, tiles, X, y, Xv, yv, table, K, ord
     kernels.epoch_kernel(g_opt) and _forward_blocks; tiles: _tiles, which
     both take; all four as function pointers (see :func:`_kernel_pointers`); a pack trains
     and is validated together, each epoch.
-    X (N, D), y (N,), Xv (Nv, D), yv (Nv,), table: as for _gather (uint8
-    X and Xv with their pixel table, or None); K classes; orders (E, N) int64.
+    X, Xv: the rows of N and Nv samples, y (N,), yv (Nv,), table: as for _gather
+    (kernels.data_rows); K classes; orders (E, N) int64.
     A pack (a row of ``packs``, padded with -1) lists groups with one batch
     size and one epoch count; they train together, each minibatch gathered
     once for all (kernels.epoch).

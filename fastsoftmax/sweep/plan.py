@@ -155,20 +155,24 @@ def _stacked(flat_configs: list, c_size: list) -> np.ndarray:
 
 @dataclass
 class RunData:
-    """What the packs of a plan read: X (N, D) and X_val (uint8 pixels or the model
-    dtype), y, y_val (int64), the pixel table (or None) and the minibatch orders (E, N)
-    int64.  A cluster scatters it to each worker once."""
+    """What the packs of a plan read: the rows of X (N, D) and X_val, uint8 pixels or
+    floats of the model dtype, as the kernels take them with their table
+    (kernels.data_rows), y, y_val (int64) and the minibatch orders (E, N) int64.  A
+    cluster scatters it to each worker once."""
 
     X: np.ndarray
     y: np.ndarray
     X_val: np.ndarray
     y_val: np.ndarray
-    table: np.ndarray | None
+    table: np.ndarray
     orders: np.ndarray
 
     @classmethod
     def of(cls, plan: "Plan", X, y, X_val, y_val, seed: int) -> "RunData":
-        return cls(X, y, X_val, y_val, kernels.table_for(X, plan.dtype),
+        if X_val.dtype != X.dtype:  # one table serves both
+            raise TypeError(f"validation data of {X_val.dtype} for data of {X.dtype}")
+        rows, table = kernels.data_rows(X, plan.dtype)
+        return cls(rows, y, kernels.data_rows(X_val, plan.dtype)[0], y_val, table,
                    minibatch_orders(X.shape[0], plan.epochs, seed))
 
     def __setstate__(self, state):  # once per worker: see writable
