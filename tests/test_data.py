@@ -162,8 +162,8 @@ def write_npy_dir(directory, images_dtype=np.uint8):
     rng = np.random.default_rng(1)
     for key, n in (("train", 60000), ("test", 10000)):
         images = rng.integers(0, 256, (n, 784), dtype=np.uint8)
-        if images_dtype != np.uint8:
-            images = (images / 255).astype(images_dtype)
+        if images_dtype != np.uint8:  # in [0, 1], computed in the float type itself
+            images = np.multiply(images, 1 / 255, dtype=images_dtype)
         np.save(directory / f"fashion_mnist_{key}_images.npy", images)
         np.save(directory / f"fashion_mnist_{key}_labels.npy", rng.integers(0, 10, n))
     return directory
