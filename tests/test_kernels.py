@@ -164,11 +164,13 @@ def test_training_together_equals_training_alone(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_per_column_coefficients_equal_scalar_ones_column_by_column(dtype):
+def test_per_column_coefficients_equal_uniform_ones_column_by_column(dtype):
     """out = beta out + gamma a b with one (beta, gamma) per column: each column has
-    the bits of the scalar product with that column's pair, so a pack's models
-    updated side by side (each its own decay and learning rate) match their
-    updates alone.  beta = 0 overwrites: a NaN there must not leak in."""
+    the bits of the product with that column's pair in every column, so a pack's
+    models updated side by side (each its own decay and learning rate) match their
+    updates alone.  beta = 0 overwrites: a NaN there must not leak in.  (Coefficients
+    are passed as the kernels pass them, one per column, so _tiles compiles nothing
+    here that they do not use.)"""
     rng = np.random.default_rng(7)
     rows, k, width = 26, 19, 40  # tall, 6-row and 2-row tiles; 2-vector and 1-vector strips
     a = rng.standard_normal(rows * k).astype(dtype)
@@ -185,7 +187,8 @@ def test_per_column_coefficients_equal_scalar_ones_column_by_column(dtype):
     assert np.isfinite(got).all()
     for j in range(width):
         want = out.copy()
-        products._tiles(a, k, one, rows, b, width, k, want, width, width, beta[j], gamma[j])
+        products._tiles(a, k, one, rows, b, width, k, want, width, width,
+                        np.full(width, beta[j]), np.full(width, gamma[j]))
         np.testing.assert_array_equal(got[:, j], want.reshape(rows, width)[:, j])
     exact = (np.where(beta == 0, 0, beta) * np.nan_to_num(out.reshape(rows, width))
              + gamma * (a.reshape(rows, k).astype(np.float64) @ b.reshape(k, width)))
@@ -204,7 +207,7 @@ def test_a_products_rows_have_the_same_bits_whatever_tile_computes_them(dtype):
     for rows in (2, 4, 6, 8, 10, 12, 14, 20, 24, 26, 32, 38):
         a = rng.standard_normal(rows * k).astype(dtype)
         out = rng.standard_normal(rows * width).astype(dtype)
-        beta, gamma = dtype(0.75), dtype(-0.5)
+        beta, gamma = np.full(width, dtype(0.75)), np.full(width, dtype(-0.5))
         together = out.copy()
         products._tiles(a, k, one, rows, b, width, k, together, width, width, beta, gamma)
         pairs = out.copy()
