@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "fastsoftmax"
 
 # Bottom up: a module may import only modules of its own layer or below (and within a
 # layer, no circle).  data flows data -> params -> kernels | reference -> trainer ->
-# sweep -> report -> CLI.
+# sweep -> searches, report -> CLI.
 LAYERS = [
     ["fastsoftmax.host"],
     ["fastsoftmax.checks", "fastsoftmax.data"],
@@ -22,7 +22,7 @@ LAYERS = [
     ["fastsoftmax.kernels", "fastsoftmax.reference"],
     ["fastsoftmax.trainer"],
     ["fastsoftmax.estimator", "fastsoftmax.sweep"],
-    ["fastsoftmax.report"],
+    ["fastsoftmax.report", "fastsoftmax.search"],
     ["fastsoftmax.cli"],
     # the commands, and the package's own face
     ["fastsoftmax.sweep.__main__", "fastsoftmax.report.__main__", "fastsoftmax"],
