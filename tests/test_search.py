@@ -161,3 +161,56 @@ def test_unknown_parameter_and_reference_backend_are_refused(data):
 def test_the_searches_are_exported():
     assert fs.SoftmaxMLPGridSearchCV is search.SoftmaxMLPGridSearchCV
     assert fs.SoftmaxMLPRandomizedSearchCV is search.SoftmaxMLPRandomizedSearchCV
+
+
+# A search long enough to be interrupted: each pack trains for tens of seconds.  It says
+# on stderr when the first epoch starts, and what the interrupt left behind.
+_INTERRUPTED_SEARCH = """
+import sys, threading, time
+import numpy as np
+from sklearn.datasets import make_classification
+from fastsoftmax import SoftmaxMLPClassifier, SoftmaxMLPGridSearchCV, kernels
+
+real = kernels.Packed.epoch
+def epoch(self, *args, **kwargs):
+    sys.stderr.write("training\\n")
+    sys.stderr.flush()
+    return real(self, *args, **kwargs)
+kernels.Packed.epoch = epoch
+
+X, y = make_classification(n_samples=3000, n_features=100, n_informative=20, n_classes=4,
+                           random_state=0)
+search = SoftmaxMLPGridSearchCV({"learning_rate": [1e-3, 3e-3]}, cv=2, n_jobs=2,
+                                estimator=SoftmaxMLPClassifier(hidden_size=256, epochs=3000,
+                                                               tol=None, random_state=0))
+try:
+    search.fit(X, y)
+except KeyboardInterrupt:
+    # the pool's threads have stopped (they finish the epoch under way), no result is set
+    print("KeyboardInterrupt", threading.active_count(), hasattr(search, "cv_results_"))
+"""
+
+
+def test_ctrl_c_stops_the_search_after_the_epoch_under_way():
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_SEARCH], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stderr.readline() == "training\n", proc.stderr.read()
+        time.sleep(0.5)  # every pack is training now
+        proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        delay = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out.split() == ["KeyboardInterrupt", "1", "False"], (out, err)
+    # an epoch of a pack takes milliseconds; the packs' remaining epochs, about 20 s
+    assert delay < 10, delay
