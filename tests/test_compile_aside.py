@@ -2,7 +2,7 @@
 
 Each case runs in a fresh interpreter with its own empty NUMBA_CACHE_DIR (numba reads it
 at import) and a one-line cached kernel, so the compiles take a second, not the sweep's
-twenty.  The sweep's own use is checked in test_kernels (the first-run test).
+twenty.  The sweep's own use is checked in tests/test_first_run.py.
 """
 
 import json
