@@ -14,8 +14,9 @@ scikit-learn's own search run on the results:
   once for the pack, and each model sees exactly the operations it would see alone;
 - candidates that differ only in ``epochs`` are one training run, each read off at its
   own epoch count;
-- packs run on ``n_jobs`` threads (the kernels release the GIL); a fold is the caller's
-  X with a set of row indices, never a copy;
+- packs run on ``n_jobs`` threads (the kernels release the GIL), or as tasks on a Dask
+  cluster (``scheduler``, as the sweep's ``--scheduler``); a fold is the caller's X with a
+  set of row indices, never a copy;
 - scikit-learn's search (``BaseSearchCV.fit``) then "fits" each pair instantly from
   those results, scores it on its test fold with the scorers it was given, and builds
   ``cv_results_`` and the refit as it always does.  The refit on the whole data is a
@@ -254,9 +255,11 @@ def _train_pack(pack: list[_Model], data: dict, stop: threading.Event) -> list:
     return out
 
 
-def train_pairs(base, candidates, X, y, splits, n_jobs: int) -> tuple[dict, dict]:
+def train_pairs(base, candidates, X, y, splits, n_jobs: int,
+                scheduler: str | None = None) -> tuple[dict, dict]:
     """Every (candidate, fold) pair the engine can train: ({(candidate key, rows key):
-    _Fit}, {dtype name: X converted as fit converts it})."""
+    _Fit}, {dtype name: X converted as fit converts it}); on ``n_jobs`` threads here, or
+    on the Dask cluster ``scheduler``."""
     packs = _packs(_fold_models(base, candidates, X, np.asarray(y), splits))
     data = {}
     for dtype in {m.h["dtype"].name for pack in packs for m in pack}:
@@ -264,6 +267,8 @@ def train_pairs(base, candidates, X, y, splits, n_jobs: int) -> tuple[dict, dict
             data[dtype] = check_array(X, dtype=dtype, order="C")
         except (TypeError, ValueError):
             return {}, {}  # fit's own validation says what is wrong, pair by pair
+    if scheduler is not None:
+        return _train_on_cluster(packs, data, scheduler), data
     stop, fits = threading.Event(), {}
     with ThreadPoolExecutor(max_workers=n_jobs) as pool:
         futures = [pool.submit(_train_pack, pack, data, stop) for pack in packs]
@@ -276,6 +281,43 @@ def train_pairs(base, candidates, X, y, splits, n_jobs: int) -> tuple[dict, dict
                 future.cancel()
             raise
     return fits, data
+
+
+def _train_pack_task(pack: list[_Model], data: dict) -> list:
+    """_train_pack as a task on a Dask worker (a cancelled task's result is dropped)."""
+    return _train_pack(pack, data, threading.Event())
+
+
+def _train_on_cluster(packs: list, data: dict, scheduler: str) -> dict:
+    """The packs as tasks on the Dask cluster ``scheduler`` (``tcp://HOST:PORT``, or
+    ``local:N`` worker processes started here), the data sent to each worker once,
+    costliest packs first.  A worker that dies has its packs run again elsewhere; on
+    Ctrl-C the packs not finished are cancelled."""
+    from .sweep.cluster import ClusterError, connect
+
+    client, cluster = connect(scheduler, "scheduler")
+    from dask.distributed import as_completed as finished
+
+    try:
+        [shared] = client.scatter([data], broadcast=True)
+        futures = [client.submit(_train_pack_task, pack, shared, pure=False, retries=2,
+                                 priority=len(packs) - rank)
+                   for rank, pack in enumerate(packs)]
+        fits = {}
+        try:
+            for future in finished(futures):
+                fits.update(future.result())
+        except BaseException as exc:
+            client.cancel(futures)
+            if isinstance(exc, Exception):  # KilledWorker after the retries, and the like
+                raise ClusterError(f"a pack failed on the cluster: {type(exc).__name__}: "
+                                   f"{exc}") from exc
+            raise
+        return fits
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 class _Pretrained(SoftmaxMLPClassifier):
@@ -346,8 +388,11 @@ class _EngineSearch:
         for cand in candidates:  # an unknown name: scikit-learn's own error, at once
             clone(base).set_params(**cand)
         n_jobs = _threads(self.n_jobs)
-        fits, data = (train_pairs(base, candidates, X, y, splits, n_jobs) if params == {}
-                      else ({}, {}))
+        if self.scheduler is not None:
+            from .sweep.cluster import parse_scheduler
+            parse_scheduler(self.scheduler, "scheduler")  # a bad address: before any work
+        fits, data = (train_pairs(base, candidates, X, y, splits, n_jobs, self.scheduler)
+                      if params == {} else ({}, {}))
         store = dict(X=X, fits=fits, n_features=X.shape[1], names=_get_feature_names(X),
                      data=data)
         proxy = type("SoftmaxMLPClassifier", (_Pretrained,), {"_store": store})
@@ -393,14 +438,18 @@ class SoftmaxMLPGridSearchCV(_EngineSearch, GridSearchCV):
     """``GridSearchCV(SoftmaxMLPClassifier(), param_grid)`` on fastsoftmax's engine: the same
     arguments (the estimator implied, so the grid comes first; ``estimator`` gives the
     settings every candidate inherits), the same attributes and results (see the module
-    docstring for how), ``n_jobs`` threads (default: every CPU this process may use)."""
+    docstring for how), ``n_jobs`` threads (default: every CPU this process may use), or
+    ``scheduler``: the pairs trained on a Dask cluster instead (``tcp://HOST:PORT`` of a
+    running scheduler, or ``local:N`` to start N worker processes here; needs
+    fastsoftmax[dask]), with the same results."""
 
     def __init__(self, param_grid, *, estimator=None, scoring=None, n_jobs=None, refit=True,
                  cv=None, verbose=0, pre_dispatch="2*n_jobs", error_score=np.nan,
-                 return_train_score=False):
+                 return_train_score=False, scheduler=None):
         super().__init__(estimator, param_grid, scoring=scoring, n_jobs=n_jobs, refit=refit,
                          cv=cv, verbose=verbose, pre_dispatch=pre_dispatch,
                          error_score=error_score, return_train_score=return_train_score)
+        self.scheduler = scheduler
 
     def _candidates(self) -> list:
         return list(ParameterGrid(self.param_grid))
@@ -413,11 +462,13 @@ class SoftmaxMLPRandomizedSearchCV(_EngineSearch, RandomizedSearchCV):
 
     def __init__(self, param_distributions, *, n_iter=10, estimator=None, scoring=None,
                  n_jobs=None, refit=True, cv=None, verbose=0, pre_dispatch="2*n_jobs",
-                 random_state=None, error_score=np.nan, return_train_score=False):
+                 random_state=None, error_score=np.nan, return_train_score=False,
+                 scheduler=None):
         super().__init__(estimator, param_distributions, n_iter=n_iter, scoring=scoring,
                          n_jobs=n_jobs, refit=refit, cv=cv, verbose=verbose,
                          pre_dispatch=pre_dispatch, random_state=random_state,
                          error_score=error_score, return_train_score=return_train_score)
+        self.scheduler = scheduler
 
     def _candidates(self) -> list:
         return list(ParameterSampler(self.param_distributions, self.n_iter,

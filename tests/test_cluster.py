@@ -21,7 +21,7 @@ from fastsoftmax import cli
 from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import run_sweep
 
-from helpers import SMALL_ARGS, make_data
+from helpers import SMALL_ARGS, make_data, same_estimators, same_results
 
 distributed = pytest.importorskip(
     "distributed", reason="the cluster tests need dask.distributed: pip install "
@@ -195,6 +195,23 @@ def test_a_worker_killed_mid_sweep_has_its_packs_rerun(dask_cluster):
     same_sweeps(here, there)  # every configuration recorded once, none lost
     # the killed worker is gone; the cluster goes on with the other one
     assert killed[0] not in client.run(os.getpid).values()
+
+
+def test_a_search_on_the_cluster_equals_the_search_here(dask_cluster, monkeypatch):
+    pytest.importorskip("sklearn", reason="the searches need scikit-learn "
+                        "(fastsoftmax[sklearn], part of fastsoftmax[test])")
+    from fastsoftmax import SoftmaxMLPClassifier, SoftmaxMLPGridSearchCV, search
+
+    address, _ = dask_cluster
+    X, y = make_data(300, n_features=12, n_classes=3, seed=8)
+    grid = {"learning_rate": [0.01, 0.05], "epochs": [2, 4], "hidden_size": [4, 9]}
+    estimator = SoftmaxMLPClassifier(random_state=0, tol=None)
+    here = SoftmaxMLPGridSearchCV(grid, estimator=estimator, cv=3, n_jobs=2).fit(X, y)
+    monkeypatch.setattr(search, "_train_pack", None)  # no pack may train in this process
+    there = SoftmaxMLPGridSearchCV(grid, estimator=estimator, cv=3,
+                                   scheduler=address).fit(X, y)
+    same_results(there, here)
+    same_estimators(there.best_estimator_, here.best_estimator_)
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(tmp_path, data_dir, capsys, monkeypatch):

@@ -19,36 +19,16 @@ import fastsoftmax as fs  # noqa: E402
 from fastsoftmax import search  # noqa: E402
 from fastsoftmax.estimator import SoftmaxMLPClassifier  # noqa: E402
 
+from helpers import same_estimators, same_results  # noqa: E402
+
 pd = pytest.importorskip("pandas", reason="cv_results_ as a DataFrame needs pandas "
                          "(part of fastsoftmax[test])")
-
-# What the engine's timing replaces; everything else must be scikit-learn's, value for value.
-TIMES = ("mean_fit_time", "std_fit_time", "mean_score_time", "std_score_time")
-
 
 @pytest.fixture(scope="module")
 def data():
     X, y = make_classification(n_samples=240, n_features=12, n_informative=8, n_classes=3,
                                random_state=0)
     return X, np.array(["ant", "bee", "cat"])[y]  # any label values
-
-
-def same_results(ours, theirs):
-    a, b = pd.DataFrame(ours.cv_results_), pd.DataFrame(theirs.cv_results_)
-    assert list(a.columns) == list(b.columns)
-    assert list(a.dtypes) == list(b.dtypes)
-    keep = [c for c in a.columns if c not in TIMES]
-    pd.testing.assert_frame_equal(a[keep], b[keep])
-    assert ours.best_params_ == theirs.best_params_
-    assert ours.best_index_ == theirs.best_index_
-    assert ours.best_score_ == theirs.best_score_ or np.isnan(ours.best_score_)
-
-
-def same_estimators(a, b):
-    assert type(a) is SoftmaxMLPClassifier and a.get_params() == b.get_params()
-    for x, y in zip(a.params_, b.params_):
-        np.testing.assert_array_equal(x, y)
-    assert a.loss_curve_ == b.loss_curve_ and a.n_iter_ == b.n_iter_
 
 
 def fit_both(ours, theirs, X, y):
@@ -214,3 +194,11 @@ def test_ctrl_c_stops_the_search_after_the_epoch_under_way():
     assert out.split() == ["KeyboardInterrupt", "1", "False"], (out, err)
     # an epoch of a pack takes milliseconds; the packs' remaining epochs, about 20 s
     assert delay < 10, delay
+
+
+def test_a_bad_scheduler_is_refused_before_any_training(data, monkeypatch):
+    monkeypatch.setattr(search, "_train_pack", None)  # training would fail differently
+    for bad, message in (("somehost:8786", "scheduler 'somehost:8786': expected"),
+                         ("local:0", "scheduler 'local:0': local:N needs")):
+        with pytest.raises(ValueError, match=message):
+            fs.SoftmaxMLPGridSearchCV({"epochs": [1]}, scheduler=bad).fit(*data)

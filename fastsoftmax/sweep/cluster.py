@@ -40,21 +40,22 @@ class ClusterError(RuntimeError):
     """The cluster cannot be used: Dask missing, the scheduler unreachable, no workers."""
 
 
-def parse_scheduler(text: str) -> tuple[str, object]:
+def parse_scheduler(text: str, name: str = "--scheduler") -> tuple[str, object]:
     """("local", N) for ``local:N``, ("address", text) for a scheduler's address
-    (``tcp://HOST:PORT``, or any other protocol Dask speaks); ValueError otherwise."""
+    (``tcp://HOST:PORT``, or any other protocol Dask speaks); ValueError otherwise, its
+    message naming the argument ``name``."""
     if text.startswith("local:"):
         try:
             n = int(text[len("local:"):])
         except ValueError:
             n = 0
         if n < 1:
-            raise ValueError(f"--scheduler {text!r}: local:N needs a number of worker "
+            raise ValueError(f"{name} {text!r}: local:N needs a number of worker "
                              f"processes N >= 1")
         return "local", n
     if "://" in text and text.split("://", 1)[1]:
         return "address", text
-    raise ValueError(f"--scheduler {text!r}: expected a scheduler's address such as "
+    raise ValueError(f"{name} {text!r}: expected a scheduler's address such as "
                      f"tcp://HOST:PORT, or local:N for N worker processes on this machine")
 
 
@@ -89,13 +90,13 @@ def train_pack(data: RunData, plan: Plan) -> dict:
     return {"out": out, "snaps": snaps, "seconds": seconds}
 
 
-def _client(scheduler: str):
+def _client(scheduler: str, name: str):
     """A connected Client (and the LocalCluster it owns, or None)."""
     try:
         from dask.distributed import Client, LocalCluster
     except ImportError:
         raise ClusterError(DASK_EXTRA) from None
-    kind, value = parse_scheduler(scheduler)
+    kind, value = parse_scheduler(scheduler, name)
     if kind == "local":
         # Worker processes, one thread each (numba's kernels hold the GIL
         # between launches), on loopback only, without the dashboard.
@@ -106,8 +107,26 @@ def _client(scheduler: str):
     try:
         return Client(value, timeout=CONNECT_SECONDS), None
     except (OSError, TimeoutError) as exc:
-        raise ClusterError(f"--scheduler {scheduler}: cannot reach the scheduler within "
+        raise ClusterError(f"{name} {scheduler}: cannot reach the scheduler within "
                            f"{CONNECT_SECONDS:g} s ({type(exc).__name__}: {exc})") from None
+
+
+def connect(scheduler: str, name: str = "--scheduler"):
+    """A Client of ``scheduler`` (``tcp://HOST:PORT`` or ``local:N``, see parse_scheduler)
+    with at least one worker, and the LocalCluster it owns (or None): close both.
+    ClusterError when Dask is missing, the scheduler unreachable, or no worker joins;
+    ValueError for a ``scheduler`` of neither form.  Messages name the argument ``name``."""
+    client, cluster = _client(scheduler, name)
+    try:
+        client.wait_for_workers(1, timeout=WORKERS_SECONDS)
+    except TimeoutError:
+        address = client.scheduler.address
+        client.close()
+        if cluster is not None:
+            cluster.close()
+        raise ClusterError(f"no worker joined the scheduler at {address} within "
+                           f"{WORKERS_SECONDS:g} s") from None
+    return client, cluster
 
 
 class ClusterRunner:
@@ -131,13 +150,7 @@ class ClusterRunner:
         """Connect, wait for a worker, scatter the data, and submit every pack."""
         if on_phase is not None:
             on_phase("connect", 0)
-        self.client, self.cluster = _client(self.scheduler)
-        try:
-            self.client.wait_for_workers(1, timeout=WORKERS_SECONDS)
-        except TimeoutError:
-            raise ClusterError(f"no worker joined the scheduler at "
-                               f"{self.client.scheduler.address} within "
-                               f"{WORKERS_SECONDS:g} s") from None
+        self.client, self.cluster = connect(self.scheduler)
         [shared] = self.client.scatter([self.data], broadcast=True)  # to every worker, once
         if on_phase is not None:
             on_phase("train", sum(self.client.nthreads().values()))
