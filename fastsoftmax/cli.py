@@ -261,6 +261,15 @@ def _main(args) -> int:
     configs = _configs(args)
     ds, data = _load(args)
     folder, done = _open_folder(args, configs, ds)
+    try:
+        return _run(args, configs, ds, data, folder, done, started)
+    finally:
+        if folder is not None:
+            folder.release()
+
+
+def _run(args, configs, ds, data, folder, done, started) -> int:
+    """Train what ``folder`` (or None) lacks of ``configs``, choose, test, write, report."""
     finished = {r.config for r in done}
     todo = [c for c in configs if c not in finished]
     result, trained = _train(args, todo, data, folder, len(configs), len(done))

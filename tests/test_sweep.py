@@ -544,3 +544,33 @@ def test_float64_sweep_agrees_with_float32(tmp_path, data_dir, capsys):
                                        rtol=1e-3, err_msg=f"{key} {name}")
     np.testing.assert_allclose(s32["test_loss"], s64["test_loss"], rtol=1e-3)
     assert abs(s32["test_accuracy"] - s64["test_accuracy"]) <= 0.002
+
+
+def test_a_folder_in_use_by_a_running_sweep_is_refused(tmp_path, data_dir, capsys):
+    """Two sweeps on one --out would each append every record (#35): while one runs, the
+    folder is locked, and another sweep on it, in any process, stops at once with exit 2,
+    writing nothing.  The lock goes with the sweep: then the folder resumes as ever."""
+    import subprocess
+    import sys
+
+    from fastsoftmax.sweep.results import ResultsFolder
+
+    out = tmp_path / "out"
+    argv = ["--data", str(data_dir), "--out", str(out), *map(str, SMALL_GRID)]
+    assert cli.main(argv) == 0
+    before = sorted((p.name, p.read_bytes()) for p in out.iterdir())
+    running = ResultsFolder(out)  # as a sweep running on it holds it
+    running.open(json.loads((out / "sweep.json").read_text()))
+    try:
+        other = subprocess.run([sys.executable, "-m", "fastsoftmax.sweep", *argv],
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 2, other.stderr
+        assert "in use by another sweep running now" in other.stderr
+        assert other.stderr.count("\n") == 1 and "Traceback" not in other.stderr
+        capsys.readouterr()
+        assert cli.main(argv) == 2  # this process too: a second open of the folder
+        assert "in use by another sweep" in capsys.readouterr().err
+    finally:
+        running.release()
+    assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
+    assert cli.main(argv) == 0  # released: a rerun of the finished folder

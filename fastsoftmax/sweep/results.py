@@ -12,6 +12,7 @@ skipped here and repaired by the sweep when it resumes.
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
 import os
@@ -214,8 +215,8 @@ def read_results(path) -> SweepResults:
 
 
 class FolderRefused(ValueError):
-    """A folder the sweep will not write to: another sweep's, or not a sweep's and not
-    empty.  Nothing was written."""
+    """A folder the sweep will not write to: another sweep's, not a sweep's and not
+    empty, or in use by a sweep running now.  Nothing was written."""
 
 
 # The CSV's header names each loss for what it is: Record.train_loss and
@@ -279,17 +280,50 @@ class ResultsFolder:
 
     :meth:`open` creates it or resumes it, :meth:`append` adds a record as each
     configuration finishes (on disk at once), :meth:`write_best` writes the summary
-    files once the sweep has finished, each whole or not at all.
+    files once the sweep has finished, each whole or not at all.  From :meth:`open` to
+    :meth:`release` (or this process's end) the folder is this sweep's alone: another
+    sweep opening it is refused, where two would have written every record twice.
     """
 
     def __init__(self, path):
         self.path = Path(path)
         self._jsonl = None
+        self._held = None  # the folder's descriptor, locked while this sweep runs
 
     def open(self, meta: dict, warn=None) -> list[Record]:
         """Create the folder with sweep.json's ``meta``, or resume it: the records already
         there.  :class:`FolderRefused` for a folder of another sweep, or not a sweep's and
-        not empty; warn(text) hears of a torn last line dropped."""
+        not empty, or in use by a sweep running now; warn(text) hears of a torn last line
+        dropped."""
+        if not self.path.exists():
+            self.path.mkdir(parents=True, exist_ok=True)
+        self._hold()
+        try:
+            return self._open(meta, warn)
+        except BaseException:
+            self.release()
+            raise
+
+    def _hold(self) -> None:
+        """Lock the folder itself (flock on its descriptor: no file of its own, and the
+        lock goes with the process, however it ends)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise FolderRefused(f"--out {self.path} is in use by another sweep running now; "
+                                f"wait for it to end, or use another --out") from None
+        self._held = fd
+
+    def release(self) -> None:
+        """Close results.jsonl and let other sweeps open the folder."""
+        self.close()
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
+
+    def _open(self, meta: dict, warn) -> list[Record]:
         out, meta_path = self.path, self.path / "sweep.json"
         if meta_path.exists():
             try:
@@ -308,10 +342,9 @@ class ResultsFolder:
                                     f"(use another --out)")
             done = self._read_records(warn)
         else:
-            if out.exists() and any(out.iterdir()):
+            if any(out.iterdir()):
                 raise FolderRefused(f"--out {out} is not empty and holds no sweep; "
                                     f"refusing to mix results")
-            out.mkdir(parents=True, exist_ok=True)
             _atomic_write(meta_path, json.dumps(meta, indent=1) + "\n")
             done = []
         self._jsonl = open(out / "results.jsonl", "a")
