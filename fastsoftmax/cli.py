@@ -139,6 +139,8 @@ def _check_args(args):
         raise UsageError("--report needs --out DIR: the report is written beside the results")
     if not 0 < args.val_fraction < 1:
         raise UsageError(f"--val-fraction must lie strictly between 0 and 1, got {args.val_fraction}")
+    if args.seed < 0:  # numpy's seed sequences take none below 0
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
     if args.limit is not None and args.limit < 2:
         raise UsageError(f"--limit must be >= 2, got {args.limit}")
     if args.out is not None:

@@ -10,6 +10,7 @@ import fastsoftmax as fs
 from fastsoftmax import cli, simd
 from fastsoftmax.sweep import grid
 from fastsoftmax.sweep import Record, run_sweep
+from fastsoftmax.sweep.results import RESULTS_FORMAT
 
 from helpers import RTOL, SMALL_ARGS, assert_params_close, make_data
 
@@ -410,15 +411,21 @@ def test_a_sweep_from_before_the_optimizer_axis_resumes_as_sgd(tmp_path, data_di
     assert json.loads((out_dir / "best.json").read_text())["best"]["optimizer"] == "sgd"
 
 
-def test_results_of_an_earlier_format_are_refused(tmp_path, data_dir, capsys):
+@pytest.mark.parametrize("fmt, says", [
+    (None, "earlier fastsoftmax (format 1, where train_loss included the L2"),  # before it
+    (99, f"newer fastsoftmax (format 99; this one reads format {RESULTS_FORMAT}: upgrade it"),
+])
+def test_results_of_another_format_are_refused(tmp_path, data_dir, capsys, fmt, says):
     out_dir = tmp_path / "out"
     assert run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)[0] == 0
     meta = json.loads((out_dir / "sweep.json").read_text())
     del meta["format"]  # as written before train_loss lost its L2 term
+    if fmt is not None:
+        meta["format"] = fmt
     (out_dir / "sweep.json").write_text(json.dumps(meta))
     before = sorted((p.name, p.stat().st_mtime_ns) for p in out_dir.iterdir())
     code, _, err = run_cli(capsys, "--data", data_dir, "--out", out_dir, *SMALL_GRID)
-    assert code == 2 and "earlier fastsoftmax" in err and "included the L2" in err
+    assert code == 2 and says in err
     assert sorted((p.name, p.stat().st_mtime_ns) for p in out_dir.iterdir()) == before
 
 
@@ -477,6 +484,7 @@ def test_resume_refuses_a_different_grid(tmp_path, data_dir, capsys):
     (["--sample", "73"], "larger than the grid"),
     (["--workers", "0"], "--workers must be >= 1"),
     (["--val-fraction", "1.5"], "--val-fraction"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--out", "/proc/version"], "not a directory"),
     (["--out", "/proc/fastsoftmax-out"], "not writable"),
 ])

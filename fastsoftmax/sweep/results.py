@@ -30,12 +30,17 @@ from .grid import Config
 RESULTS_FORMAT = 2
 
 
-def earlier_format(meta: dict) -> str | None:
-    """What is wrong with sweep.json's ``meta`` if an earlier fastsoftmax wrote it, else None."""
-    if meta.get("format") == RESULTS_FORMAT:
+def other_format(meta: dict) -> str | None:
+    """What is wrong with sweep.json's ``meta`` if an earlier or a newer fastsoftmax wrote
+    it, else None."""
+    fmt = meta.get("format", 1)
+    if fmt == RESULTS_FORMAT:
         return None
-    return (f"results of an earlier fastsoftmax (format {meta.get('format', 1)}, where "
-            f"train_loss included the L2 term)")
+    if isinstance(fmt, int) and not isinstance(fmt, bool) and fmt > RESULTS_FORMAT:
+        return (f"results of a newer fastsoftmax (format {fmt}; this one reads format "
+                f"{RESULTS_FORMAT}: upgrade it to read them)")
+    return (f"results of an earlier fastsoftmax (format {fmt}, where train_loss included the "
+            f"L2 term)")
 
 
 @dataclass
@@ -194,7 +199,7 @@ def read_results(path) -> SweepResults:
         [Config(**c) for c in meta["configs"]]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise NotASweep(f"{meta_path}: not a sweep's settings ({exc})") from None
-    why = earlier_format(meta)
+    why = other_format(meta)
     if why is not None:
         raise NotASweep(f"{meta_path}: {why}; run the sweep again into a new folder")
     jsonl = path / "results.jsonl"
@@ -330,7 +335,7 @@ class ResultsFolder:
                 old = json.loads(meta_path.read_text())
             except ValueError:
                 raise FolderRefused(f"{meta_path}: unreadable; refusing to mix results")
-            why = earlier_format(old)
+            why = other_format(old)
             if why is not None:
                 raise FolderRefused(f"--out {out} holds {why}; refusing to mix results "
                                     f"(use another --out)")
