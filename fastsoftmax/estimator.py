@@ -541,7 +541,9 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         if classes.shape != (params.shape[2],):
             raise ValueError(f"{path}: {classes.shape[0]} classes but the weights have "
                              f"{params.shape[2]} outputs")
-        model = cls(**meta["hyperparameters"])
+        if not np.all(classes[1:] > classes[:-1]):  # as fit keeps them: np.unique's
+            raise ValueError(f"{path}: its classes are not sorted and distinct")
+        model = cls._checked(meta["hyperparameters"], path)
         model.n_features_in_ = params.shape[0]
         if names is not None:
             model.feature_names_in_ = names.astype(object)
@@ -555,6 +557,21 @@ class SoftmaxMLPClassifier(ClassifierMixin, BaseEstimator):
         model._order_rng.bit_generator.state = meta["order_rng"]
         model._optimizer = optimizer
         model._optimizer_state = state
+        return model
+
+    @classmethod
+    def _checked(cls, hyper, path) -> "SoftmaxMLPClassifier":
+        """The model a file's hyperparameters describe, each checked as fit checks it."""
+        if not isinstance(hyper, dict):
+            raise ValueError(f"{path}: its hyperparameters are not a mapping")
+        unknown = sorted(set(hyper) - set(cls._get_param_names()))
+        if unknown:
+            raise ValueError(f"{path}: unknown hyperparameters {', '.join(map(str, unknown))}")
+        model = cls(**hyper)
+        try:
+            model._hyperparameters()
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
         return model
 
     def __sklearn_tags__(self):

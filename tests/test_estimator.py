@@ -380,3 +380,28 @@ def test_import_does_not_need_sklearn():
     assert "pip install '.[sklearn]' in a clone of fastsoftmax" in out
 
 
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda meta, f: meta["hyperparameters"].update(hidden_size="lots"), "hidden_size"),
+    (lambda meta, f: meta["hyperparameters"].update(depth=3), "unknown hyperparameters depth"),
+    (lambda meta, f: meta["hyperparameters"].update(optimizer="rmsprop"), "optimizer"),
+    (lambda meta, f: f.update(classes=f["classes"][::-1].copy()), "not sorted and distinct"),
+    (lambda meta, f: f.update(classes=np.zeros_like(f["classes"])), "not sorted and distinct"),
+])
+def test_load_checks_what_it_reads_as_fit_would(tmp_path, change, says):
+    """A saved model's hyperparameters pass the estimator's own checks and its classes
+    are np.unique's (#35): a file that says otherwise is a ValueError naming it."""
+    import json
+
+    SoftmaxMLPClassifier(hidden_size=3, epochs=1, random_state=0).fit(*small()).save(
+        tmp_path / "model.npz")
+    with np.load(tmp_path / "model.npz") as f:
+        arrays = dict(f.items())
+    meta = json.loads(str(arrays["meta"]))
+    change(meta, arrays)
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=says) as err:
+        SoftmaxMLPClassifier.load(tmp_path / "bad.npz")
+    assert "bad.npz" in str(err.value)
