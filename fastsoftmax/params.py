@@ -131,13 +131,46 @@ def save_params(path, params: Params) -> None:
         np.savez(f, **{name: np.ascontiguousarray(a) for name, a in params._asdict().items()})
 
 
+# The most numbers a model file may hold, read from its arrays' headers before any is
+# inflated: a few megabytes of deflated zeros can declare gigabytes.  2**28 (a GiB of
+# float32) is far beyond this model class's sizes (784 x 100,000 hidden units is 2**26).
+MAX_VALUES = 2**28
+
+
+def _declared(f, names, refuse) -> None:
+    """Check the headers of the archive ``f``'s members ``names`` (each ``name.npy``):
+    no object arrays, and at most MAX_VALUES numbers in all; refuse(why) otherwise."""
+    import zipfile
+
+    total = 0
+    for name in names:
+        try:
+            with f.zip.open(f"{name}.npy") as member:
+                fmt = np.lib.format
+                read = {(1, 0): fmt.read_array_header_1_0,
+                        (2, 0): fmt.read_array_header_2_0}.get(fmt.read_magic(member))
+                if read is None:
+                    raise ValueError("an .npy version numpy's own save does not write")
+                shape, _, dtype = read(member)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise refuse(f"corrupt header of {name}: {exc}") from None
+        if dtype.hasobject:
+            raise refuse("holds object arrays, which only pickle reads; pickles are never "
+                         "loaded")
+        total += int(np.prod(shape, dtype=object))
+    if total > MAX_VALUES:
+        raise refuse(f"its arrays declare {total:,} numbers, more than a model file may hold "
+                     f"({MAX_VALUES:,}); nothing was inflated")
+
+
 def read_npz(path, what: str, required, optional=()) -> dict:
     """The arrays ``required`` (and those of ``optional`` present) of an ``.npz``, in memory.
 
     No pickle is ever loaded.  Anything that is not such an archive (another
     format, a pickle, a truncated or corrupt archive, object arrays, a member
-    missing) is a ValueError that names the file, says it is not ``what``,
-    and why; a missing file stays FileNotFoundError.
+    missing, arrays declaring more than MAX_VALUES numbers, checked before any is
+    inflated) is a ValueError that names the file, says it is not ``what``, and why;
+    a missing file stays FileNotFoundError.
     """
     import zipfile
     import zlib
@@ -160,12 +193,11 @@ def read_npz(path, what: str, required, optional=()) -> dict:
         missing = [k for k in required if k not in f.files]
         if missing:
             raise refuse(f"missing {', '.join(missing)}")
+        names = (*required, *(k for k in optional if k in f.files))
+        _declared(f, names, refuse)
         try:
-            return {k: f[k] for k in (*required, *(k for k in optional if k in f.files))}
-        except ValueError:  # numpy's own words would invite allow_pickle=True
-            raise refuse("holds object arrays, which only pickle reads; pickles are never "
-                         "loaded") from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+            return {k: f[k] for k in names}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise refuse(f"corrupt: {exc}") from None
 
 

@@ -283,3 +283,40 @@ def test_property_backends_agree_on_any_shape(n, n_features, hidden, n_classes, 
     P = fs.predict_proba(a.params, X)
     assert P.shape == (n, n_classes) and np.all(np.isfinite(P))
     np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-5)
+
+
+def _declaring(path, shapes, body=False):
+    """An .npz whose members are .npy headers of ``shapes`` (name -> shape), float32,
+    without their data (``body``: with it, zeros, for the small ones)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, shape in shapes.items():
+            with z.open(f"{name}.npy", "w") as member:
+                np.lib.format.write_array_header_1_0(
+                    member, {"descr": "<f4", "fortran_order": False, "shape": shape})
+                if body:
+                    member.write(np.zeros(shape, np.float32).tobytes())
+    return path
+
+
+@pytest.mark.parametrize("hidden", [10**6, 10**9])  # 3 GB; beyond any machine's memory
+def test_a_model_file_declaring_too_much_is_refused_before_inflating(tmp_path, hidden):
+    """Read from the headers (#35): a small file cannot make the loader allocate what its
+    arrays claim.  Before, 784 x 10^6 cost 4 GB and 16 s, 10^9 a MemoryError."""
+    path = _declaring(tmp_path / "big.npz", {"W1": (784, hidden), "b1": (hidden,),
+                                            "W2": (hidden, 10), "b2": (10,)})
+    says = f"declare {784 * hidden + hidden + hidden * 10 + 10:,} numbers, more than a model"
+    with pytest.raises(ValueError, match=says) as err:
+        fs.load_params(path)
+    assert "big.npz: not a fastsoftmax params file" in str(err.value)
+
+
+def test_a_header_without_its_data_is_called_corrupt(tmp_path):
+    shapes = {"W1": (784, 3), "b1": (3,), "W2": (3, 10), "b2": (10,)}
+    _declaring(tmp_path / "whole.npz", shapes, body=True)
+    assert fs.load_params(tmp_path / "whole.npz").shape == (784, 3, 10)  # the maker works
+    with pytest.raises(ValueError, match="head.npz: not a fastsoftmax params file "
+                                         r"\(corrupt: ") as err:
+        fs.load_params(_declaring(tmp_path / "head.npz", shapes))
+    assert "object arrays" not in str(err.value)
