@@ -232,6 +232,14 @@ def main(argv=None) -> int:
         return EXIT_DATA
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM in any phase: no traceback, say what is kept
         return report_stop("fastsoftmax.sweep", _kept(args))
+    except MemoryError:  # the grid's models, or the data, do not fit in this machine
+        print(f"fastsoftmax.sweep: out of memory; {_kept(args)}", file=sys.stderr)
+        return EXIT_DATA
+    except OSError as exc:  # the machine's, not the data's: disk full, permissions, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"fastsoftmax.sweep: {where}{exc.strerror or exc}; {_kept(args)}",
+              file=sys.stderr)
+        return EXIT_DATA
 
 
 def _kept(args) -> str:

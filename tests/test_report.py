@@ -288,3 +288,27 @@ def test_a_corrupt_model_file_is_refused_and_nothing_written(tmp_path, data_dir,
     assert report.main([str(out), "--data", str(data_dir)]) == 2
     assert "best_params.npz: not a fastsoftmax params file" in capsys.readouterr().err
     assert files(out) == before
+
+
+def test_a_folder_it_cannot_write_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+    """#35: a read-only folder (or a full disk) is the path and the errno's words, exit 1,
+    no traceback, and no report file left half written.  (Permissions do not stop root,
+    so the refusal is the file system's, simulated.)"""
+    import errno
+    import os
+
+    from fastsoftmax.report import pages
+
+    out = sweep(tmp_path, data_dir, *SMALL_ARGS)
+    before = sorted(p.name for p in out.iterdir())
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(pages, "atomic_open", refused)
+    capsys.readouterr()
+    assert report.main([str(out), "--data", str(data_dir)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{out}/" in err and "Permission denied; no file was left half written" in err
+    assert sorted(p.name for p in out.iterdir()) == before

@@ -1,6 +1,7 @@
 """Grid search: grids, epoch sharing, determinism across workers, resume, CLI errors."""
 
 import json
+import os
 from importlib.metadata import version as fs_version
 
 import numpy as np
@@ -582,3 +583,38 @@ def test_a_folder_in_use_by_a_running_sweep_is_refused(tmp_path, data_dir, capsy
         running.release()
     assert sorted((p.name, p.read_bytes()) for p in out.iterdir()) == before
     assert cli.main(argv) == 0  # released: a rerun of the finished folder
+
+
+def test_a_full_disk_or_memory_is_one_line_and_keeps_what_finished(tmp_path, data_dir,
+                                                                     capsys, monkeypatch):
+    """#35: the machine failing the sweep (ENOSPC, a MemoryError) is one line naming the
+    file and the errno's words, what is kept, exit 1; a rerun resumes from there."""
+    import errno
+
+    from fastsoftmax.sweep.results import ResultsFolder
+
+    out = tmp_path / "out"
+    argv = ["--data", data_dir, "--out", out, *SMALL_GRID]
+    real = ResultsFolder.append
+
+    def append(self, rec):
+        if (self.path / "results.jsonl").stat().st_size:  # the second record: disk full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                          str(self.path / "results.jsonl"))
+        real(self, rec)
+
+    monkeypatch.setattr(ResultsFolder, "append", append)
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"fastsoftmax.sweep: {out / 'results.jsonl'}: No space left on device; the results of "
+        f"1 configuration are kept in {out}; run the same command again to resume")
+    monkeypatch.setattr(ResultsFolder, "append", real)
+    monkeypatch.setattr(cli, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(MemoryError))
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 1 and err.strip().splitlines()[-1].startswith(
+        "fastsoftmax.sweep: out of memory; the results of 1 configuration are kept")
+    monkeypatch.undo()
+    assert run_cli(capsys, *argv)[0] == 0  # resumed: the three missing, each once
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 4 == len({tuple(json.loads(x)[k] for k in grid.AXES) for x in lines})

@@ -420,6 +420,11 @@ def _main(args) -> int:
         paths = report.write(args.folder)
     except KeyboardInterrupt:  # raised once the set is written
         return report_stop("fastsoftmax.report", "the report was written whole first")
+    except OSError as exc:  # a read-only folder, a full disk: each file is whole or absent
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"fastsoftmax.report: {where}{exc.strerror or exc}; no file was left half "
+              f"written", file=sys.stderr)
+        return EXIT_MISSING
     for note in report.notes:
         print(f"fastsoftmax.report: {note}", file=sys.stderr)
     print(f"fastsoftmax.report: wrote {', '.join(p.name for p in paths)} in {args.folder}",
