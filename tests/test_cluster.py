@@ -203,12 +203,12 @@ def test_a_search_on_the_cluster_equals_the_search_here(dask_cluster, monkeypatc
     from fastsoftmax import SoftmaxMLPClassifier, SoftmaxMLPGridSearchCV, search
 
     address, _ = dask_cluster
-    X, y = make_data(300, n_features=12, n_classes=3, seed=8)
+    X, y = make_data(200, n_features=12, n_classes=3, seed=8)
     grid = {"learning_rate": [0.01, 0.05], "epochs": [2, 4], "hidden_size": [4, 9]}
     estimator = SoftmaxMLPClassifier(random_state=0, tol=None)
-    here = SoftmaxMLPGridSearchCV(grid, estimator=estimator, cv=3, n_jobs=2).fit(X, y)
+    here = SoftmaxMLPGridSearchCV(grid, estimator=estimator, cv=2, n_jobs=2).fit(X, y)
     monkeypatch.setattr(search, "_train_pack", None)  # no pack may train in this process
-    there = SoftmaxMLPGridSearchCV(grid, estimator=estimator, cv=3,
+    there = SoftmaxMLPGridSearchCV(grid, estimator=estimator, cv=2,
                                    scheduler=address).fit(X, y)
     same_results(there, here)
     same_estimators(there.best_estimator_, here.best_estimator_)

@@ -290,25 +290,28 @@ def test_a_corrupt_model_file_is_refused_and_nothing_written(tmp_path, data_dir,
     assert files(out) == before
 
 
-def test_a_folder_it_cannot_write_is_one_line(tmp_path, data_dir, capsys, monkeypatch):
+def test_a_folder_it_cannot_write_is_one_line(tmp_path, capsys, monkeypatch):
     """#35: a read-only folder (or a full disk) is the path and the errno's words, exit 1,
-    no traceback, and no report file left half written.  (Permissions do not stop root,
-    so the refusal is the file system's, simulated.)"""
+    no traceback, and no file left half written: the files before the refusal whole, none
+    after.  (Permissions do not stop root, so the refusal is simulated, at the second file.)"""
     import errno
     import os
 
     from fastsoftmax.report import pages
 
-    out = sweep(tmp_path, data_dir, *SMALL_ARGS)
-    before = sorted(p.name for p in out.iterdir())
+    built = pages.Report({"report.md": b"# a report\n", "report.html": b"<html></html>\n"})
+    monkeypatch.setattr(pages, "build_report", lambda *args, **kwargs: built)
+    real = pages.atomic_open
 
     def refused(path, *args, **kwargs):
-        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        if path.name == "report.html":
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return real(path, *args, **kwargs)
 
     monkeypatch.setattr(pages, "atomic_open", refused)
-    capsys.readouterr()
-    assert report.main([str(out), "--data", str(data_dir)]) == 1
+    assert report.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert f"{out}/" in err and "Permission denied; no file was left half written" in err
-    assert sorted(p.name for p in out.iterdir()) == before
+    assert f"{tmp_path / 'report.html'}: Permission denied; no file was left half" in err
+    assert [(p.name, p.read_bytes()) for p in tmp_path.iterdir()] == \
+        [("report.md", b"# a report\n")]

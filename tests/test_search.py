@@ -181,7 +181,7 @@ def test_ctrl_c_stops_the_search_after_the_epoch_under_way():
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stderr.readline() == "training\n", proc.stderr.read()
-        time.sleep(0.5)  # every pack is training now
+        time.sleep(0.2)  # every pack is training now
         proc.send_signal(signal.SIGINT)
         sent = time.monotonic()
         out, err = proc.communicate(timeout=120)
