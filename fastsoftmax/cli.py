@@ -15,7 +15,8 @@ import numpy as np
 from .checks import check_X
 from .data import CLASS_NAMES, DataError, fingerprint, load_fashion_mnist, train_val_split
 from .host.cpus import available_cpus
-from .host.interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
+from .host.interrupts import (finish_then_interrupt, os_failure, report_stop,
+                              terminate_as_interrupt)
 from .host.machine import describe
 from .kernels import simd
 from .kernels.compile_aside import standing_by
@@ -236,9 +237,7 @@ def main(argv=None) -> int:
         print(f"fastsoftmax.sweep: out of memory; {_kept(args)}", file=sys.stderr)
         return EXIT_DATA
     except OSError as exc:  # the machine's, not the data's: disk full, permissions, ...
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"fastsoftmax.sweep: {where}{exc.strerror or exc}; {_kept(args)}",
-              file=sys.stderr)
+        print(f"fastsoftmax.sweep: {os_failure(exc)}; {_kept(args)}", file=sys.stderr)
         return EXIT_DATA
 
 

@@ -293,7 +293,7 @@ def _train_on_cluster(packs: list, data: dict, scheduler: str) -> dict:
     ``local:N`` worker processes started here), the data sent to each worker once,
     costliest packs first.  A worker that dies has its packs run again elsewhere; on
     Ctrl-C the packs not finished are cancelled."""
-    from .sweep.cluster import ClusterError, connect
+    from .sweep.cluster import ClusterError, connect, disconnect
 
     client, cluster = connect(scheduler, "scheduler")
     from dask.distributed import as_completed as finished
@@ -315,9 +315,7 @@ def _train_on_cluster(packs: list, data: dict, scheduler: str) -> dict:
             raise
         return fits
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        disconnect(client, cluster)
 
 
 class _Pretrained(SoftmaxMLPClassifier):

@@ -161,6 +161,12 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
+def os_failure(exc: OSError) -> str:
+    """An OSError as a command's one line says it: the path and the errno's words."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 def report_stop(program: str, kept: str) -> int:
     """After a KeyboardInterrupt: one line on stderr saying how the run stopped
     (Ctrl-C or SIGTERM) and what is ``kept``; returns the exit status, 130 or 143."""

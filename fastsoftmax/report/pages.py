@@ -26,7 +26,8 @@ import numpy as np
 
 from ..data import OFFICIAL, DataError, Dataset, fingerprint, load_fashion_mnist
 from ..host.atomic import atomic_open
-from ..host.interrupts import finish_then_interrupt, report_stop, terminate_as_interrupt
+from ..host.interrupts import (finish_then_interrupt, os_failure, report_stop,
+                               terminate_as_interrupt)
 from ..host.machine import describe
 from ..sweep.grid import AXES, Config
 from ..sweep.results import NotASweep, SweepResults, read_results
@@ -421,9 +422,8 @@ def _main(args) -> int:
     except KeyboardInterrupt:  # raised once the set is written
         return report_stop("fastsoftmax.report", "the report was written whole first")
     except OSError as exc:  # a read-only folder, a full disk: each file is whole or absent
-        where = f"{exc.filename}: " if exc.filename else ""
-        print(f"fastsoftmax.report: {where}{exc.strerror or exc}; no file was left half "
-              f"written", file=sys.stderr)
+        print(f"fastsoftmax.report: {os_failure(exc)}; no file was left half written",
+              file=sys.stderr)
         return EXIT_MISSING
     for note in report.notes:
         print(f"fastsoftmax.report: {note}", file=sys.stderr)

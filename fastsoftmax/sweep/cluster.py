@@ -121,12 +121,18 @@ def connect(scheduler: str, name: str = "--scheduler"):
         client.wait_for_workers(1, timeout=WORKERS_SECONDS)
     except TimeoutError:
         address = client.scheduler.address
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        disconnect(client, cluster)
         raise ClusterError(f"no worker joined the scheduler at {address} within "
                            f"{WORKERS_SECONDS:g} s") from None
     return client, cluster
+
+
+def disconnect(client, cluster) -> None:
+    """Close what :func:`connect` gave (either may be None)."""
+    if client is not None:
+        client.close()
+    if cluster is not None:
+        cluster.close()
 
 
 class ClusterRunner:
@@ -225,11 +231,8 @@ class ClusterRunner:
     def close(self) -> None:
         if self.client is not None:
             self.stop()
-            self.client.close()
-            self.client = None
-        if self.cluster is not None:
-            self.cluster.close()
-            self.cluster = None
+        disconnect(self.client, self.cluster)
+        self.client = self.cluster = None
 
     def check(self) -> None:
         pass  # a failed pack raised ClusterError where it was taken

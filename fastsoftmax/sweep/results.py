@@ -300,8 +300,7 @@ class ResultsFolder:
         there.  :class:`FolderRefused` for a folder of another sweep, or not a sweep's and
         not empty, or in use by a sweep running now; warn(text) hears of a torn last line
         dropped."""
-        if not self.path.exists():
-            self.path.mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
         self._hold()
         try:
             return self._open(meta, warn)
